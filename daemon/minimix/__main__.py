@@ -1,0 +1,3 @@
+from minimix.cli import main
+
+raise SystemExit(main())
