@@ -1,0 +1,352 @@
+"""The composition root: one task owns all state.
+
+Readers (the XMPP session), apscheduler jobs and signal handlers only *post*
+events to one queue; :meth:`App.run` drains it, feeds the core
+(:class:`~minimix.core.engine.Engine`) and carries out the actions it returns.
+No locks, no races: soju's per-user event loop is the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import random
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aioxmpp
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from minimix.core import actions as A
+from minimix.core.backoff import backoff_delay
+from minimix.core.engine import Engine
+from minimix.core.events import (
+    LegacyBookmarksLoaded,
+    OccupantLeft,
+    OccupantPresent,
+    PepBookmarkPublished,
+    PepBookmarkRetracted,
+    PepBookmarksLoaded,
+    RoomEvent,
+    SessionEstablished,
+    SessionLost,
+    TimerFired,
+)
+from minimix.core.policy import RoomPolicy
+from minimix.core.room import RoomState
+from minimix.sdnotify import Notifier
+from minimix.xmpp.session import (
+    Account,
+    CapsQueried,
+    ClientStopped,
+    ConnectFailed,
+    LoginFailed,
+    RoomActivity,
+    Session,
+    StreamResumed,
+    StreamSuspended,
+)
+
+log = structlog.get_logger("minimix")
+
+EX_OK, EX_SOFTWARE, EX_NOPERM = 0, 70, 77
+SHUTDOWN_GRACE_S = 5.0
+SELF_PING_TIMEOUT_S = 30.0
+CAPS_REFETCH_DELAY_S = 0.2  # after our caps answer: the server processes it first
+
+
+# -- events of the app itself ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    signal: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reload:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ResyncDue:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class WatchdogDue:
+    pass
+
+
+ENGINE_EVENTS = (
+    RoomEvent,
+    SessionEstablished,
+    SessionLost,
+    PepBookmarksLoaded,
+    PepBookmarkPublished,
+    PepBookmarkRetracted,
+    LegacyBookmarksLoaded,
+    OccupantPresent,
+    OccupantLeft,
+)
+
+
+def room_policy(config: Any) -> RoomPolicy:
+    """The ``[rooms]`` section, mapped onto the core's policy field by field."""
+    rooms = getattr(config, "rooms", None)
+    values = {
+        f.name: getattr(rooms, f.name)
+        for f in dataclasses.fields(RoomPolicy)
+        if rooms is not None and hasattr(rooms, f.name)
+    }
+    return RoomPolicy(**values)
+
+
+def default_nick(config: Any, jid: aioxmpp.JID) -> str:
+    return getattr(config.rooms, "default_nick", None) or jid.localpart or "minimix"
+
+
+class App:
+    def __init__(self, config: Any, password: str, *, notifier: Notifier | None = None) -> None:
+        self.config = config
+        acc = config.account
+        jid = aioxmpp.JID.fromstr(acc.jid).replace(resource=acc.resource)
+        self.jid = jid
+        self.rng = random.Random()
+        self.engine = Engine(default_nick=default_nick(config, jid), policy=room_policy(config), rng=self.rng)
+        self.account = Account(
+            jid,
+            password,
+            host=acc.host,
+            port=acc.port or 5222,
+            ca_file=str(acc.ca_file) if acc.ca_file else None,
+        )
+        self.notifier = notifier or Notifier()
+        self.queue: asyncio.Queue[object] = asyncio.Queue()
+        self.session: Session | None = None
+        self.scheduler: AsyncIOScheduler | None = None
+        self.exit_code: int | None = None
+        self.stopping = False
+        self._status = ""
+        self._connection = "connecting"
+
+    # -- wiring --------------------------------------------------------------------------
+
+    def post(self, event: object) -> None:
+        self.queue.put_nowait(event)
+
+    async def _post_async(self, event: object) -> None:
+        # apscheduler runs plain functions in a thread pool; coroutines run in the loop.
+        self.post(event)
+
+    def _reconnect_delay(self, attempt: int) -> float:
+        cap = getattr(self.config.rooms, "reconnect_max_delay_s", 300.0)
+        return backoff_delay(attempt, base=1.0, cap=cap, jitter=0.5, rng=self.rng)
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.post, Shutdown(sig.name))
+        loop.add_signal_handler(signal.SIGHUP, self.post, Reload())
+        self.scheduler = AsyncIOScheduler(event_loop=loop, timezone=dt.UTC)
+        self.scheduler.start()
+        resync = float(getattr(getattr(self.config, "bookmarks", None), "resync_interval_s", 900.0))
+        self.scheduler.add_job(
+            self._post_async, "interval", seconds=resync, jitter=resync / 10, args=[ResyncDue("periodic")],
+            id="bookmark-resync",
+        )
+        if (interval := self.notifier.watchdog_interval()) is not None:
+            self.scheduler.add_job(self._post_async, "interval", seconds=interval, args=[WatchdogDue()], id="watchdog")
+        self.session = Session(self.account, self.post, reconnect_delay=self._reconnect_delay)
+        log.info("starting", jid=str(self.jid), server=self._server_label())
+        self.session.start()
+        self.notifier.ready()
+        self._update_status()
+        try:
+            await self._loop()
+        finally:
+            self.scheduler.shutdown(wait=False)
+            await self.session.stop()
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+        log.info("stopped", exit_code=self.exit_code)
+        return self.exit_code if self.exit_code is not None else EX_OK
+
+    def _server_label(self) -> str:
+        acc = self.account
+        return f"{acc.host}:{acc.port}" if acc.host else f"{self.jid.domain} (SRV)"
+
+    async def _loop(self) -> None:
+        deadline: float | None = None
+        while self.exit_code is None:
+            if self.stopping:
+                if deadline is None:
+                    deadline = time.monotonic() + SHUTDOWN_GRACE_S
+                if not self.engine.rooms.busy or not (self.session and self.session.online):
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    log.warning("leaving rooms took too long; disconnecting anyway")
+                    break
+                try:
+                    event = await asyncio.wait_for(self.queue.get(), remaining)
+                except TimeoutError:
+                    continue
+            else:
+                event = await self.queue.get()
+            try:
+                self._dispatch(event)
+            except Exception:  # a bug must cost one event, never the daemon
+                log.exception("internal error while handling an event", event=type(event).__name__)
+            self._update_status()
+        if self.stopping and self.exit_code is None:
+            if self.session is not None:
+                await self.session.drain(2.0)
+            self.exit_code = EX_OK
+
+    # -- dispatch ------------------------------------------------------------------------
+
+    def _dispatch(self, event: object) -> None:
+        now = time.time()
+        if isinstance(event, RoomActivity):
+            self.engine.rooms.touch(event.room, now)
+            return
+        if isinstance(event, ENGINE_EVENTS):
+            self._execute(self.engine.handle(event, now))  # type: ignore[arg-type]
+            return
+        match event:
+            case Shutdown(sig):
+                if self.stopping:
+                    log.warning("second signal: exiting now", signal=sig)
+                    self.exit_code = EX_OK
+                    return
+                log.info("shutting down", signal=sig, rooms=self.engine.rooms.count(RoomState.JOINED))
+                self.stopping = True
+                self.notifier.stopping()
+                self._execute(self.engine.stop(now))
+            case Reload():
+                self._reload()
+            case ResyncDue(reason):
+                if self.session is not None and self.session.online and not self.stopping:
+                    log.debug("bookmark resync", reason=reason)
+                    self.session.fetch_bookmarks()
+            case CapsQueried():
+                self._schedule_once("caps-refetch", CAPS_REFETCH_DELAY_S, ResyncDue("caps queried"))
+            case WatchdogDue():
+                self.notifier.watchdog()
+            case ConnectFailed(error, retry_in):
+                self._connection = f"cannot reach the server ({error}); retrying in {retry_in:.0f} s"
+                log.warning("connection failed", server=self._server_label(), error=error, retry_in=round(retry_in, 1))
+            case StreamSuspended(error):
+                self._connection = "connection lost; reconnecting"
+                log.warning("connection lost", error=error)
+            case StreamResumed():
+                log.info("session resumed (XEP-0198): rooms stay joined")
+            case LoginFailed(error):
+                log.error("login failed: the server refused the credentials", account=str(self.jid.bare()), error=error)
+                self._connection = "login failed"
+                self.exit_code = EX_NOPERM
+            case ClientStopped(error):
+                if not self.stopping:
+                    log.error("XMPP client stopped unexpectedly", error=error)
+                    self.exit_code = EX_SOFTWARE
+            case _:
+                log.warning("unknown event", event=repr(event)[:200])
+        if isinstance(event, SessionEstablished):
+            self._connection = "connected"
+
+    def _execute(self, actions: list[A.Action]) -> None:
+        session = self.session
+        assert session is not None
+        for action in actions:
+            match action:
+                case A.Note(level, event, fields):
+                    getattr(log, level)(event, **fields)
+                case A.Join(room, nick, password):
+                    session.join(room, nick, password)
+                case A.Leave(room, nick, status):
+                    session.leave(room, nick, status)
+                case A.ChangeNick(room, nick):
+                    session.change_nick(room, nick)
+                case A.SelfPing(room, nick):
+                    session.self_ping(room, nick, SELF_PING_TIMEOUT_S)
+                case A.QueryReservedNick(room):
+                    session.query_reserved_nick(room)
+                case A.DestroyRoom(room, reason):
+                    session.destroy_room(room, reason)
+                case A.Arm(room, kind, at):
+                    self._arm(f"{kind.value}:{room}", at, TimerFired(room, kind))
+                case A.Disarm(room, kind):
+                    self._disarm(f"{kind.value}:{room}")
+                case A.DisableAutojoin(room, reason) | A.MoveBookmark(room, _, reason):
+                    log.warning("bookmark update not carried out (not implemented yet)", room=room, reason=reason)
+                case _:
+                    log.warning("unknown action", action=repr(action)[:200])
+
+    # -- timers ---------------------------------------------------------------------------
+
+    def _arm(self, job_id: str, at: float, event: object) -> None:
+        assert self.scheduler is not None
+        self.scheduler.add_job(
+            self._post_async,
+            "date",
+            run_date=dt.datetime.fromtimestamp(at, dt.UTC),
+            args=[event],
+            id=job_id,
+            replace_existing=True,
+            misfire_grace_time=None,
+        )
+
+    def _disarm(self, job_id: str) -> None:
+        assert self.scheduler is not None
+        with contextlib.suppress(Exception):
+            self.scheduler.remove_job(job_id)
+
+    def _schedule_once(self, job_id: str, delay: float, event: object) -> None:
+        self._arm(job_id, time.time() + delay, event)
+
+    # -- status -----------------------------------------------------------------------------
+
+    def _update_status(self) -> None:
+        rooms = self.engine.rooms
+        if self._connection == "connected":
+            joined = rooms.count(RoomState.JOINED)
+            text = f"connected; {joined}/{rooms.wanted} rooms joined"
+            gave_up = rooms.count(RoomState.GAVE_UP)
+            if gave_up:
+                text += f"; {gave_up} gave up"
+        else:
+            text = self._connection
+        if self.stopping:
+            text = "stopping; leaving rooms"
+        if text != self._status:
+            self._status = text
+            self.notifier.status(text)
+
+    def _reload(self) -> None:
+        from minimix.config import ConfigError, load_config
+
+        self.notifier.reloading()
+        try:
+            config = load_config(self.config.path)
+        except ConfigError as exc:
+            log.error("reload failed; keeping the running configuration", error=str(exc))
+        else:
+            if config.account != self.config.account:
+                log.warning("account settings changed: they take effect at the next restart")
+            self.config = config
+            self.engine.rooms.policy = room_policy(config)
+            self.engine.default_nick = default_nick(config, self.jid)
+            log.info("configuration reloaded", path=str(config.path))
+            self._execute(self.engine.refresh(time.time()))
+        self.notifier.ready()
+
+
+def run(config: Any, password: str) -> int:
+    """Run the daemon until a signal stops it; return the process exit code."""
+    return asyncio.run(App(config, password).run())

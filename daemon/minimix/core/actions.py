@@ -1,0 +1,91 @@
+"""What to do: the actions the core asks the edge and the app to carry out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from minimix.core.events import TimerKind
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Join(Action):
+    room: str
+    nick: str
+    password: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Leave(Action):
+    room: str
+    nick: str
+    status: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeNick(Action):
+    room: str
+    nick: str
+
+
+@dataclass(frozen=True, slots=True)
+class SelfPing(Action):
+    room: str
+    nick: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueryReservedNick(Action):
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class DestroyRoom(Action):
+    """Destroy a room we created by accident (status 201): XEP-0045 §10.9."""
+
+    room: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class DisableAutojoin(Action):
+    """Rewrite the room's bookmark with autojoin=false, keeping every other field."""
+
+    room: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class MoveBookmark(Action):
+    """Replace the room's bookmark by one for ``venue`` (same nick, name, extensions)."""
+
+    room: str
+    venue: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Arm(Action):
+    room: str
+    kind: TimerKind
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Disarm(Action):
+    room: str
+    kind: TimerKind
+
+
+@dataclass(frozen=True, slots=True)
+class Note(Action):
+    """A line for the log: the core decides what to say, the app says it."""
+
+    level: str  # "debug" | "info" | "warning" | "error"
+    event: str
+    fields: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,119 @@
+"""The engine: the whole of minimix's decisions, as ``handle(event, now) -> actions``.
+
+It holds the bookmarks (both stores) and the rooms, and turns every event into
+actions: a bookmark change is resolved into wants and reconciled with the rooms;
+a session event starts or stops the join pipeline; a room event goes to its room.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+
+from minimix.core import actions as A
+from minimix.core.bookmarks import Bookmark, BookmarkSet, wants
+from minimix.core.events import (
+    LegacyBookmarksLoaded,
+    OccupantGone,
+    OccupantLeft,
+    OccupantPresent,
+    PepBookmarkPublished,
+    PepBookmarkRetracted,
+    PepBookmarksLoaded,
+    RoomEvent,
+    SessionEstablished,
+    SessionLost,
+)
+from minimix.core.occupants import Occupant, Occupants
+from minimix.core.policy import RoomPolicy
+from minimix.core.room import RoomState
+from minimix.core.rooms import Rooms
+
+AccountEvent = (
+    SessionEstablished
+    | SessionLost
+    | PepBookmarksLoaded
+    | PepBookmarkPublished
+    | PepBookmarkRetracted
+    | LegacyBookmarksLoaded
+    | OccupantPresent
+    | OccupantLeft
+)
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        default_nick: str,
+        policy: RoomPolicy | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.default_nick = default_nick
+        self.bookmarks = BookmarkSet()
+        self.effective: dict[str, Bookmark] = {}
+        self.rooms = Rooms(policy, rng)
+        self.occupants = Occupants()
+        self.stopping = False
+
+    def handle(self, event: AccountEvent | RoomEvent, now: float) -> list[A.Action]:
+        match event:
+            case RoomEvent():
+                actions = self.rooms.handle(event, now)
+                room = self.rooms.get(event.room)
+                if room is None or room.state not in (RoomState.JOINING, RoomState.JOINED):
+                    self.occupants.clear(event.room)
+                return actions
+            case OccupantPresent(room, nick, jid, role, affiliation, show):
+                if room in self.rooms.rooms:
+                    self.occupants.present(room, Occupant(nick, jid, role, affiliation, show))
+                return []
+            case OccupantLeft(room, nick, new_nick):
+                if new_nick:
+                    self.occupants.renamed(room, nick, new_nick)
+                else:
+                    self.occupants.gone(room, nick)
+                return self.rooms.handle(OccupantGone(room, nick), now)
+            case SessionEstablished():
+                return self.rooms.session_established(now)
+            case SessionLost():
+                self.occupants.clear_all()
+                return self.rooms.session_lost(now)
+            case PepBookmarksLoaded(items):
+                self.bookmarks.load_pep(items)
+            case PepBookmarkPublished(item):
+                self.bookmarks.publish(item)
+            case PepBookmarkRetracted(item_id):
+                if not self.bookmarks.retract(item_id):
+                    return []
+            case LegacyBookmarksLoaded(items):
+                self.bookmarks.load_legacy(items)
+            case _:
+                raise TypeError(f"not an engine event: {event!r}")
+        return self._bookmarks_changed(now)
+
+    def stop(self, now: float) -> list[A.Action]:
+        """Leave every room (the daemon is shutting down); bookmarks no longer count."""
+        self.stopping = True
+        return self.rooms.reconcile({}, now)
+
+    def refresh(self, now: float) -> list[A.Action]:
+        """Reconcile again (the default nick or the policy changed)."""
+        return self._bookmarks_changed(now)
+
+    def bookmark(self, room: str) -> Bookmark | None:
+        return self.effective.get(room)
+
+    @property
+    def loaded(self) -> bool:
+        return self.bookmarks.pep_loaded or self.bookmarks.legacy_loaded
+
+    def _bookmarks_changed(self, now: float) -> list[A.Action]:
+        self.effective, notes = self.bookmarks.resolve()
+        actions: list[A.Action] = list(notes)
+        if not self.stopping:
+            actions += self.rooms.reconcile(self.wants(), now)
+        return actions
+
+    def wants(self) -> Mapping[str, object]:
+        return wants(self.effective, self.default_nick)

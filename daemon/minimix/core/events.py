@@ -1,0 +1,187 @@
+"""What happened: the events the core reacts to (frozen dataclasses).
+
+The edge (``minimix.xmpp``) turns stanzas into these; timers post
+:class:`TimerFired`.  Per-room events carry the bare room JID as ``room``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from minimix.core.bookmarks import RawItem
+
+
+class TimerKind(enum.Enum):
+    JOIN_TIMEOUT = "join-timeout"
+    LEAVE_TIMEOUT = "leave-timeout"
+    REJOIN = "rejoin"
+    REGAIN = "regain"
+    SELF_PING = "self-ping"
+
+
+class PingOutcome(enum.Enum):
+    """How XEP-0410 §4 says to read the answer to a self-ping."""
+
+    JOINED = "joined"  # result, service-unavailable, feature-not-implemented
+    NICK_CHANGED = "nick-changed"  # item-not-found: joined, but not under the nick we pinged
+    UNDECIDED = "undecided"  # remote-server-*, timeout: ask again later
+    GONE = "gone"  # not-acceptable and every other error: we are not in the room
+
+
+@dataclass(frozen=True, slots=True)
+class RoomEvent:
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class Wanted(RoomEvent):
+    """The bookmarks ask for this room with this nick and password."""
+
+    nick: str
+    password: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Unwanted(RoomEvent):
+    """No bookmark with autojoin names this room (any more)."""
+
+
+@dataclass(frozen=True, slots=True)
+class JoinSlot(RoomEvent):
+    """Internal: the aggregate grants a waiting room one of the join slots."""
+
+
+@dataclass(frozen=True, slots=True)
+class SelfAvailable(RoomEvent):
+    """Available presence for our own occupant (status 110, or from our occupant JID)."""
+
+    nick: str
+    codes: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class SelfUnavailable(RoomEvent):
+    """Unavailable presence for our own occupant: leave, kick, ban, nick change, destroy."""
+
+    nick: str
+    codes: frozenset[int] = frozenset()
+    reason: str | None = None
+    actor: str | None = None
+    new_nick: str | None = None  # with 303
+    destroyed: bool = False
+    venue: str | None = None  # alternate venue of a destroyed room
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceError(RoomEvent):
+    """A presence of type error from the room: our join or nick change was refused."""
+
+    nick: str | None
+    condition: str
+    text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OccupantGone(RoomEvent):
+    """Another occupant left or changed nick: ``nick`` is free now."""
+
+    nick: str
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected(RoomEvent):
+    """The XMPP session is gone (not merely suspended): the room no longer knows us."""
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired(RoomEvent):
+    kind: TimerKind
+
+
+@dataclass(frozen=True, slots=True)
+class SelfPingAnswered(RoomEvent):
+    outcome: PingOutcome
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReservedNickFound(RoomEvent):
+    """Answer to the disco#info query on node ``x-roomuser-item`` (XEP-0045 §7.12)."""
+
+    nick: str | None
+
+
+EXTERNAL_ROOM_EVENTS: tuple[type[RoomEvent], ...] = (
+    Wanted,
+    Unwanted,
+    SelfAvailable,
+    SelfUnavailable,
+    PresenceError,
+    OccupantGone,
+    TimerFired,
+    SelfPingAnswered,
+    ReservedNickFound,
+    Disconnected,
+)
+"""Events that can reach a room in any state: the room machine handles each in every state."""
+
+
+# -- account-level events ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEstablished:
+    """A fresh XMPP session (not a resumption): every room must be joined anew."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionLost:
+    """The session is gone for good (a suspension that could not be resumed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PepBookmarksLoaded:
+    """All items of the XEP-0402 node (empty if the node does not exist)."""
+
+    items: tuple[RawItem, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PepBookmarkPublished:
+    item: RawItem
+
+
+@dataclass(frozen=True, slots=True)
+class PepBookmarkRetracted:
+    item_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class LegacyBookmarksLoaded:
+    """The whole XEP-0048 list (private XML)."""
+
+    items: tuple[RawItem, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OccupantPresent:
+    """An available presence from an occupant (ourselves included)."""
+
+    room: str
+    nick: str
+    jid: str | None = None
+    role: str | None = None
+    affiliation: str | None = None
+    show: str = "available"
+
+
+@dataclass(frozen=True, slots=True)
+class OccupantLeft:
+    """An unavailable presence from an occupant; ``new_nick`` with a nick change (303)."""
+
+    room: str
+    nick: str
+    new_nick: str | None = None

@@ -1,0 +1,143 @@
+"""All rooms together: the reconciler, the session, and the join pipeline.
+
+:func:`plan` is the reconciler: desired rooms (from the bookmarks) against the
+rooms' current wants → the events that make them agree.  It is pure and
+idempotent: once its events are applied, planning again yields nothing.  It runs
+after every bookmark change and after every fresh session, so start-up, resyncs,
+live edits and shutdown (``plan({}, …)``: leave everything) are one code path.
+
+:class:`Rooms` routes events to the per-room machines and runs the join
+pipeline: joins are pipelined with bounded concurrency
+(``RoomPolicy.join_concurrency`` in flight), never one at a time, and only while
+a session is up.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from minimix.core import actions as A
+from minimix.core.events import Disconnected, JoinSlot, RoomEvent, Unwanted, Wanted
+from minimix.core.policy import RoomPolicy
+from minimix.core.room import Ctx, Room, RoomState, Want
+
+
+def plan(wants: Mapping[str, Want], rooms: Mapping[str, Room]) -> list[RoomEvent]:
+    """The events that bring ``rooms`` in line with ``wants``."""
+    events: list[RoomEvent] = []
+    for jid, want in wants.items():
+        room = rooms.get(jid)
+        if room is None or room.want != want:
+            events.append(Wanted(jid, want.nick, want.password))
+    for jid, room in rooms.items():
+        if room.want is not None and jid not in wants:
+            events.append(Unwanted(jid))
+    return events
+
+
+class Rooms:
+    """Every room's machine, and the rules that span rooms."""
+
+    def __init__(self, policy: RoomPolicy | None = None, rng: random.Random | None = None) -> None:
+        self.policy = policy or RoomPolicy()
+        self.rng = rng or random.Random()
+        self.rooms: dict[str, Room] = {}
+        self.online = False
+        self._waiting: dict[str, None] = {}  # rooms in WAITING, in arrival order
+        self._joining: set[str] = set()
+
+    # -- inputs ------------------------------------------------------------------------
+
+    def reconcile(self, wants: Mapping[str, Want], now: float) -> list[A.Action]:
+        actions: list[A.Action] = []
+        for event in plan(wants, self.rooms):
+            actions += self._feed(event, now)
+        return actions + self._pump(now)
+
+    def handle(self, event: RoomEvent, now: float) -> list[A.Action]:
+        """An event for one room; events for rooms we do not keep are ignored."""
+        if event.room not in self.rooms:
+            return []
+        return self._feed(event, now) + self._pump(now)
+
+    def session_established(self, now: float) -> list[A.Action]:
+        self.online = True
+        return self._pump(now)
+
+    def session_lost(self, now: float) -> list[A.Action]:
+        self.online = False
+        actions: list[A.Action] = []
+        for jid in list(self.rooms):
+            actions += self._feed(Disconnected(jid), now)
+        return actions
+
+    def touch(self, room: str, now: float) -> None:
+        if (r := self.rooms.get(room)) is not None:
+            r.touch(now)
+
+    # -- views -------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Room]:
+        return iter(self.rooms.values())
+
+    def get(self, room: str) -> Room | None:
+        return self.rooms.get(room)
+
+    def count(self, state: RoomState) -> int:
+        return sum(1 for r in self.rooms.values() if r.state is state)
+
+    @property
+    def wanted(self) -> int:
+        return sum(1 for r in self.rooms.values() if r.want is not None)
+
+    @property
+    def busy(self) -> bool:
+        """True while joins or leaves are in flight."""
+        return any(r.state in (RoomState.JOINING, RoomState.LEAVING) for r in self.rooms.values())
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "room": r.jid,
+                "state": r.state.value,
+                "nick": r.nick,
+                "wanted_nick": r.wanted_nick,
+                "reason": r.reason,
+                "retry_at": r.retry_at,
+            }
+            for r in sorted(self.rooms.values(), key=lambda r: r.jid)
+        ]
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _feed(self, event: RoomEvent, now: float) -> list[A.Action]:
+        room = self.rooms.get(event.room)
+        if room is None:
+            room = self.rooms[event.room] = Room(event.room)
+            self._waiting[event.room] = None
+        ctx = Ctx(now, self.policy, self.rng)
+        actions = room.handle(event, ctx)
+        self._index(room)
+        return actions
+
+    def _index(self, room: Room) -> None:
+        jid, state = room.jid, room.state
+        if state is RoomState.WAITING:
+            self._waiting.setdefault(jid, None)
+        else:
+            self._waiting.pop(jid, None)
+        if state is RoomState.JOINING:
+            self._joining.add(jid)
+        else:
+            self._joining.discard(jid)
+        if state is RoomState.GONE:
+            del self.rooms[jid]
+
+    def _pump(self, now: float) -> list[A.Action]:
+        actions: list[A.Action] = []
+        while self.online and self._waiting and len(self._joining) < self.policy.join_concurrency:
+            jid = next(iter(self._waiting))
+            actions += self._feed(JoinSlot(jid), now)
+        return actions

@@ -1,0 +1,8 @@
+"""The edge: the only package that imports aioxmpp.
+
+Importing it applies the aioxmpp patches of :mod:`minimix.xmpp.compat`.
+"""
+
+from minimix.xmpp import compat
+
+compat.apply()

@@ -1,0 +1,310 @@
+"""Every patch minimix needs on aioxmpp 0.13.3, in one place.
+
+Each patch names the defect it fixes; ``tests/test_compat.py`` has a test per
+patch that fails without it.  :func:`apply` must run before any client is made
+(``minimix.xmpp`` calls it on import).  aioxmpp is pinned to 0.13.3 in
+pyproject.toml because of these patches: revisit each one when upgrading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import aiosasl
+import aioxmpp
+import aioxmpp.bookmarks.xso
+import aioxmpp.callbacks
+import aioxmpp.connector
+import aioxmpp.errors
+import aioxmpp.node
+import aioxmpp.presence.service
+import aioxmpp.protocol
+import aioxmpp.security_layer
+import aioxmpp.xso
+import dns.resolver
+import OpenSSL.SSL
+from cryptography import x509 as cx509
+
+_applied = False
+
+# -- 1. TLS hostname check ------------------------------------------------------------
+# Defect: aioxmpp.security_layer.check_x509_hostname calls pyOpenSSL's
+# X509.get_extension() (removed in pyOpenSSL 24.3) and ssl.match_hostname()
+# (removed in Python 3.12).  With today's pyOpenSSL *every* verifying security
+# layer fails with AttributeError, so the only way to connect would be to switch
+# verification off.  The replacement does RFC 6125 matching with `cryptography`:
+# DNS subjectAltNames (CN only when there are none), one left-most wildcard label.
+
+
+def check_x509_hostname(x509: OpenSSL.crypto.X509, hostname: str) -> bool:
+    cert = x509.to_cryptography()
+    hostname = hostname.lower().rstrip(".")
+    try:
+        san = cert.extensions.get_extension_for_class(cx509.SubjectAlternativeName)
+        names = san.value.get_values_for_type(cx509.DNSName)
+    except cx509.ExtensionNotFound:
+        names = [str(a.value) for a in cert.subject.get_attributes_for_oid(cx509.NameOID.COMMON_NAME)]
+    for name in names:
+        name = name.lower().rstrip(".")
+        if name == hostname:
+            return True
+        if name.startswith("*.") and "." in hostname and hostname.split(".", 1)[1] == name[2:]:
+            return True
+    return False
+
+
+# -- 2. presence priority -------------------------------------------------------------
+# Defect: PresenceServer.make_stanza() stores the priority given to
+# set_presence() but never puts it into the stanza, so the presence goes out
+# with priority 0.  minimix must send a negative priority (RFC 6121 §8.5.2.1.1):
+# with 0 the server may deliver the user's chats to the daemon.
+
+_orig_make_stanza = aioxmpp.presence.service.PresenceServer.make_stanza
+
+
+def _make_stanza_with_priority(self: Any) -> aioxmpp.Presence:
+    stanza = _orig_make_stanza(self)
+    stanza.priority = self._priority
+    return stanza
+
+
+# -- 3. silent death on connection_lost(None) -----------------------------------------
+# Defect: when the transport closes without an exception (connection_lost(None)),
+# XMLStream stops without reporting a failure: the StanzaStream dies, the Client
+# gets no event and never reconnects, and IQs hang forever.  Report it as a
+# ConnectionError unless the stream was already closed on purpose.
+
+_orig_connection_lost = aioxmpp.protocol.XMLStream.connection_lost
+
+
+def _connection_lost(self: Any, exc: BaseException | None) -> None:
+    if exc is None and self._smachine.state is not aioxmpp.protocol.State.CLOSED:
+        exc = ConnectionError("connection closed by the peer")
+    _orig_connection_lost(self, exc)
+
+
+# -- 4. raw stream dumps at debug level ---------------------------------------------------
+# Defect (for a daemon): XMLStream logs every received byte at DEBUG ("RECV …"),
+# bookmark passwords and message bodies included, before anything is parsed, so
+# no redaction can know the secrets in it.  minimix never lets those through.
+
+XML_TRACE_LOGGER = "aioxmpp.client.XMLStream"
+
+
+class _NoRawDumps(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg.startswith(("RECV ", "SEND ")))
+
+
+# -- 5. TCP_NODELAY -------------------------------------------------------------------------
+# Defect: aioopenssl does not set TCP_NODELAY, which gives small stanzas a ~45 ms
+# tail (Nagle + delayed ACK).  Called after every stream establishment.
+
+
+def set_nodelay(client: aioxmpp.Client) -> bool:
+    xmlstream = getattr(client.stream, "_xmlstream", None)
+    transport = getattr(xmlstream, "transport", None)
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return False
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return True
+    return False
+
+
+# -- 6. the reconnect loop ----------------------------------------------------------------
+# Defects of Client._main/_main_impl for a daemon:
+# - the backoff has no jitter, and the loop gives up for good after 4 failed
+#   initial attempts (a daemon started before the network must keep trying);
+# - a stream error other than conflict is retried at once, without any backoff;
+# - ``override_peer`` is only a preference: after it fails, aioxmpp still tries
+#   SRV/A records (a configured host must be the only one tried);
+# - nothing reports a failed attempt, so the daemon cannot say "retrying in N s".
+# MinimixClient replaces the loop, keeping aioxmpp's stream negotiation
+# (including XEP-0198 resumption) untouched.
+
+
+class FatalLoginError(Exception):
+    """The server refused the credentials: retrying cannot help."""
+
+
+class MinimixClient(aioxmpp.Client):
+    """aioxmpp.Client with a daemon's reconnect loop.
+
+    ``delay_for(attempt)`` gives the wait before reconnect attempt ``attempt``
+    (1-based, reset by each established stream); ``on_connect_failed(exc, delay)``
+    fires before each wait.  ``pin_peer=True`` makes ``override_peer`` exclusive.
+    """
+
+    on_connect_failed = aioxmpp.callbacks.Signal()
+
+    def __init__(
+        self,
+        local_jid: aioxmpp.JID,
+        security_layer: aioxmpp.security_layer.SecurityLayer,
+        *,
+        delay_for: Callable[[int], float],
+        pin_peer: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("logger", logging.getLogger("aioxmpp.client"))
+        super().__init__(local_jid, security_layer, max_initial_attempts=None, **kwargs)
+        self._delay_for = delay_for
+        self._pin_peer = pin_peer
+        self._failed_attempts = 0
+
+    async def _connect(self) -> tuple[Any, Any, Any]:
+        override_peer = []
+        if self.stream.sm_enabled and self.stream.sm_location:
+            host, port = self.stream.sm_location
+            override_peer.append((str(host), port, aioxmpp.connector.STARTTLSConnector()))
+        override_peer += self.override_peer
+        kwargs = {
+            "negotiation_timeout": self.negotiation_timeout.total_seconds(),
+            "loop": self._loop,
+            "logger": self.logger,
+        }
+        if not self._pin_peer or not self.override_peer:
+            return await aioxmpp.node.connect_xmlstream(
+                self._local_jid, self._security_layer, override_peer=override_peer, **kwargs
+            )
+        errors: list[BaseException] = []
+        result = await aioxmpp.node._try_options(
+            override_peer, errors, self._local_jid, self._security_layer, **kwargs
+        )
+        if result is None:
+            for exc in errors:
+                if isinstance(exc, aioxmpp.errors.TLSFailure):
+                    raise exc
+            raise aioxmpp.errors.MultiOSError(
+                f"failed to connect to {override_peer[-1][0]}:{override_peer[-1][1]}", errors
+            )
+        return result
+
+    async def _main_impl(self) -> None:  # mirrors aioxmpp 0.13.3, with _connect()
+        failure_future = self._failure_future
+        tls_transport, xmlstream, features = await self._connect()
+        self._had_connection = True
+        try:
+            features, sm_resumed = await self._negotiate_stream(xmlstream, features)
+            if self._is_suspended:
+                self.on_stream_resumed()
+            self._is_suspended = False
+            self._failed_attempts = 0
+            exc = await failure_future
+            self.logger.info("stream failed: %s", exc)
+            raise exc
+        except asyncio.CancelledError:
+            await self.stream.close()
+            raise
+        except aioxmpp.errors.StreamError:
+            if self.stream.sm_enabled:
+                self.stream.stop_sm()
+            raise
+        finally:
+            self.stream.stop()
+
+    async def _main(self) -> None:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(self.stream.on_failure.context_connect(self._stream_failure))
+            stack.enter_context(self.stream.on_stream_destroyed.context_connect(self._stream_destroyed))
+            while True:
+                self._failure_future = asyncio.Future()
+                try:
+                    await self._main_impl()
+                except aiosasl.AuthenticationFailure as exc:
+                    if self.stream.sm_enabled:
+                        self.stream.stop_sm()
+                    raise FatalLoginError(str(exc)) from exc
+                except aiosasl.SASLError as exc:
+                    # mechanism trouble, temporary-auth-failure…: worth another try
+                    if self.stream.sm_enabled:
+                        self.stream.stop_sm()
+                    await self._wait_before_retry(exc)
+                except (
+                    OSError,
+                    EOFError,
+                    ValueError,  # the domain has no XMPP service (yet): DNS may change
+                    dns.resolver.NoNameservers,
+                    OpenSSL.SSL.Error,
+                    aioxmpp.errors.StreamError,
+                    aioxmpp.errors.StreamNegotiationFailure,
+                    aioxmpp.errors.SecurityNegotiationFailure,
+                ) as exc:
+                    await self._wait_before_retry(exc)
+
+    async def _wait_before_retry(self, exc: BaseException) -> None:
+        self._failed_attempts += 1
+        delay = self._delay_for(self._failed_attempts)
+        self.on_connect_failed(exc, delay)
+        await asyncio.sleep(delay)
+
+
+# -- 7. strict XEP-0048 parsing -----------------------------------------------------------
+# Defect: aioxmpp's XEP-0048 XSO parses autojoin as a strict xs:boolean and jid as
+# a required JID, so one malformed legacy bookmark (autojoin="yes", a bad JID, a
+# missing jid — all stored as is by servers) makes the whole private-XML response
+# unparseable and every legacy bookmark is lost.  Read them as strings; the core
+# validates each bookmark on its own and skips only the bad one.
+
+
+def _lenient_legacy_bookmarks() -> None:
+    conference = aioxmpp.bookmarks.xso.Conference
+    conference.autojoin.type_ = aioxmpp.xso.String()
+    conference.autojoin.default = None
+    conference.jid.type_ = aioxmpp.xso.String()
+    conference.jid.default = None
+
+
+# -- applying ---------------------------------------------------------------------------------
+
+
+def apply() -> None:
+    """Install the module-level patches (idempotent)."""
+    global _applied
+    if _applied:
+        return
+    aioxmpp.security_layer.check_x509_hostname = check_x509_hostname
+    aioxmpp.presence.service.PresenceServer.make_stanza = _make_stanza_with_priority
+    aioxmpp.protocol.XMLStream.connection_lost = _connection_lost
+    logging.getLogger(XML_TRACE_LOGGER).addFilter(_NoRawDumps())
+    _lenient_legacy_bookmarks()
+    _applied = True
+
+
+def security_layer(
+    password: str, ca_file: str | None = None
+) -> aioxmpp.security_layer.SecurityLayer:
+    """TLS required and verified (PKIX against the system roots, plus ``ca_file``)."""
+
+    def ssl_context() -> OpenSSL.SSL.Context:
+        ctx = aioxmpp.security_layer.default_ssl_context()
+        if ca_file:
+            ctx.load_verify_locations(ca_file)
+        return ctx
+
+    async def password_provider(jid: aioxmpp.JID, attempt: int) -> str | None:
+        return password if attempt == 0 else None
+
+    return aioxmpp.security_layer.SecurityLayer(
+        ssl_context,
+        aioxmpp.security_layer.PKIXCertificateVerifier,
+        True,
+        (aioxmpp.security_layer.PasswordSASLProvider(password_provider),),
+    )
+
+
+__all__ = [
+    "FatalLoginError",
+    "MinimixClient",
+    "apply",
+    "check_x509_hostname",
+    "security_layer",
+    "set_nodelay",
+]

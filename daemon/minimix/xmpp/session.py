@@ -1,0 +1,506 @@
+"""The XMPP session: the only place that talks to aioxmpp.
+
+It turns what arrives into events (posted with the ``post`` callback the app
+gives it; never acting on them itself) and carries out what the core decided
+(:meth:`Session.join`, :meth:`Session.leave`, …).  Anything that needs an
+answer from the network runs as a tracked task and reports back as an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aioxmpp
+import aioxmpp.bookmarks.xso as legacy_xso
+import aioxmpp.connector
+import aioxmpp.disco
+import aioxmpp.disco.xso as disco_xso
+import aioxmpp.entitycaps.caps115 as caps115
+import aioxmpp.entitycaps.xso as caps_xso
+import aioxmpp.errors
+import aioxmpp.muc.xso as muc_xso
+import aioxmpp.ping
+import aioxmpp.private_xml
+import structlog
+
+from minimix.core.bookmarks import RawItem, Source
+from minimix.core.events import (
+    LegacyBookmarksLoaded,
+    PepBookmarkPublished,
+    PepBookmarkRetracted,
+    PepBookmarksLoaded,
+    PingOutcome,
+    ReservedNickFound,
+    SelfAvailable,
+    SelfPingAnswered,
+    SessionEstablished,
+    SessionLost,
+)
+from minimix.xmpp import compat, muc
+from minimix.xmpp.xso import (
+    CAPS_NODE,
+    NS_BOOKMARKS,
+    NS_BOOKMARKS_COMPAT,
+    NS_CAPS,
+    NS_MUC,
+    Conference,
+)
+
+log = structlog.get_logger("minimix.xmpp")
+
+
+# -- events only the app cares about (connection state, for logs and STATUS=) -------
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectFailed:
+    error: str
+    retry_in: float
+
+
+@dataclass(frozen=True, slots=True)
+class LoginFailed:
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSuspended:
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamResumed:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class CapsQueried:
+    """The server asked for our capabilities: from now on it pushes bookmark changes."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientStopped:
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    jid: aioxmpp.JID  # full JID: bare account JID + resource
+    password: str
+    host: str | None = None
+    port: int = 5222
+    ca_file: str | None = None
+
+
+# XEP-0410 §4: how to read the answer to a self-ping.
+_STILL_JOINED = {"service-unavailable", "feature-not-implemented"}
+_UNDECIDED = {"remote-server-not-found", "remote-server-timeout"}
+
+
+def ping_outcome(condition: str | None) -> PingOutcome:
+    if condition is None or condition in _STILL_JOINED:
+        return PingOutcome.JOINED
+    if condition == "item-not-found":
+        return PingOutcome.NICK_CHANGED
+    if condition in _UNDECIDED:
+        return PingOutcome.UNDECIDED
+    return PingOutcome.GONE
+
+
+def normalise_room(raw: str | None) -> tuple[str | None, str | None]:
+    """(bare room JID, None) or (None, why not)."""
+    if not raw:
+        return None, "empty"
+    try:
+        jid = aioxmpp.JID.fromstr(raw)
+    except ValueError as exc:
+        return None, str(exc)[:100]
+    if not jid.localpart or jid.resource:
+        return None, "not of the form room@service"
+    return str(jid), None
+
+
+def _nick_ok(room: str | None, nick: str | None) -> bool:
+    if room is None or not nick:
+        return True
+    try:
+        aioxmpp.JID.fromstr(room).replace(resource=nick)
+    except ValueError:
+        return False
+    return True
+
+
+def raw_pep_item(item_id: str | None, payload: Any) -> RawItem:
+    item_id = item_id or ""
+    room, error = normalise_room(item_id)
+    if not isinstance(payload, Conference):
+        return RawItem(item_id, Source.PEP, room, has_payload=False, room_error=error)
+    return RawItem(
+        item_id,
+        Source.PEP,
+        room,
+        autojoin=payload.autojoin,
+        name=payload.name,
+        nick=payload.nick,
+        password=payload.password,
+        nick_ok=_nick_ok(room, payload.nick),
+        room_error=error,
+    )
+
+
+def raw_legacy_item(conference: legacy_xso.Conference) -> RawItem:
+    item_id = conference.jid or ""
+    room, error = normalise_room(item_id)
+    autojoin = conference.autojoin
+    return RawItem(
+        item_id,
+        Source.LEGACY,
+        room,
+        autojoin=autojoin if isinstance(autojoin, str) else None,
+        name=conference.name,
+        nick=conference.nick,
+        password=conference.password,
+        nick_ok=_nick_ok(room, conference.nick),
+        room_error=error,
+    )
+
+
+class _CapsNode(aioxmpp.disco.StaticNode):
+    """Our disco#info under the caps node; tells when the server asks for it."""
+
+    on_query: Callable[[aioxmpp.JID | None], None] = staticmethod(lambda peer: None)
+
+    def as_info_xso(self, stanza: Any = None) -> disco_xso.InfoQuery:
+        self.on_query(getattr(stanza, "from_", None))
+        return super().as_info_xso(stanza)
+
+
+class Session:
+    """One account's XMPP session, kept up until :meth:`stop`."""
+
+    def __init__(
+        self,
+        account: Account,
+        post: Callable[[object], None],
+        *,
+        reconnect_delay: Callable[[int], float],
+    ) -> None:
+        self.account = account
+        self.own = account.jid.bare()
+        self._post = post
+        self._reconnect_delay = reconnect_delay
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._nicks: dict[str, str] = {}  # room → the nick we hold or try there
+        self.client: compat.MinimixClient | None = None
+        self.server_features: frozenset[str] = frozenset()
+        self._destroyed_since_suspend = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Build the client (inside the running loop: aioxmpp needs it) and connect."""
+        acc = self.account
+        peer = []
+        if acc.host:
+            peer = [(acc.host, acc.port, aioxmpp.connector.STARTTLSConnector())]
+        client = compat.MinimixClient(
+            acc.jid,
+            compat.security_layer(acc.password, acc.ca_file),
+            delay_for=self._reconnect_delay,
+            override_peer=peer,
+            pin_peer=bool(acc.host),
+        )
+        self.client = client
+        self._setup_services(client)
+        stream = client.stream
+        stream.app_inbound_presence_filter.register(self._inbound_presence, 0)
+        stream.app_inbound_message_filter.register(self._inbound_message, 0)
+        client.on_stream_established.connect(self._on_established)
+        client.on_stream_destroyed.connect(self._on_destroyed)
+        client.on_stream_suspended.connect(self._on_suspended)
+        client.on_stream_resumed.connect(self._on_resumed)
+        client.on_connect_failed.connect(self._on_connect_failed)
+        client.on_failure.connect(self._on_failure)
+        client.on_stopped.connect(lambda: self._post(ClientStopped(None)))
+        client.start()
+
+    def _setup_services(self, client: aioxmpp.Client) -> None:
+        disco = client.summon(aioxmpp.DiscoServer)
+        # aioxmpp's DiscoServer already says client/bot: exactly what minimix is.
+        client.summon(aioxmpp.PingService)  # answers XEP-0199 pings (and says so in disco)
+        for feature in (NS_MUC, NS_BOOKMARKS + "+notify", NS_CAPS):
+            disco.register_feature(feature)
+        self._disco_client = client.summon(aioxmpp.DiscoClient)
+        self._pubsub = client.summon(aioxmpp.PubSubClient)
+        self._pubsub.on_item_published.connect(self._on_item_published)
+        self._pubsub.on_item_retracted.connect(self._on_item_retracted)
+        self._private = client.summon(aioxmpp.private_xml.PrivateXMLService)
+        self._presence = client.summon(aioxmpp.PresenceServer)
+        self._presence.set_presence(aioxmpp.PresenceState(True), {None: "minimix"}, priority=-1)
+        self._setup_caps(disco, client)
+
+    def _setup_caps(self, disco: aioxmpp.DiscoServer, client: aioxmpp.Client) -> None:
+        """XEP-0115 caps with a ver of our own, so the server's query can be noticed.
+
+        PEP pushes bookmark changes only to resources whose caps carry
+        ``urn:xmpp:bookmarks:1+notify``; for an unknown ver the server first asks us
+        (disco#info on the caps node) and subscribes us only after our answer.  A
+        change between our first fetch and that moment is never pushed, so the app
+        fetches again once the server has asked (PROTOCOL.md, "+notify needs caps first").
+        """
+        node = _CapsNode.clone(disco)
+        node.on_query = self._on_caps_query
+        ver = caps115.hash_query(node.as_info_xso(), "sha1")
+        disco.mount_node(f"{CAPS_NODE}#{ver}", node)
+        caps = caps_xso.Caps115(CAPS_NODE, ver, "sha-1")
+
+        def add_caps(presence: aioxmpp.Presence) -> aioxmpp.Presence:
+            if presence.type_ == aioxmpp.PresenceType.AVAILABLE and presence.to is None:
+                presence.xep0115_caps = caps
+            return presence
+
+        client.stream.app_outbound_presence_filter.register(add_caps, 0)
+
+    def _on_caps_query(self, peer: aioxmpp.JID | None) -> None:
+        if peer is None or peer.bare() == self.own or peer == self.own.replace(localpart=None):
+            self._post(CapsQueried())
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        client = self.client
+        if client is None or not client.running:
+            return
+        stopped = client.on_stopped.future()
+        failed = client.on_failure.future()
+        client.stop()
+        with contextlib.suppress(asyncio.TimeoutError, Exception):
+            await asyncio.wait_for(asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED), timeout)
+
+    @property
+    def online(self) -> bool:
+        return self.client is not None and self.client.established and not self.client.suspended
+
+    async def drain(self, timeout: float) -> None:
+        """Wait until what was sent is acknowledged by the server (XEP-0198), or ``timeout``."""
+        client = self.client
+        if client is None or not self.online:
+            return
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(aioxmpp.ping.ping(client, self.own.replace(localpart=None)), timeout)
+
+    # -- stream events -------------------------------------------------------------------
+
+    def _on_established(self) -> None:
+        assert self.client is not None
+        compat.set_nodelay(self.client)
+        self._destroyed_since_suspend = False
+        log.info("session established", jid=str(self.client.local_jid))
+        self._post(SessionEstablished())
+        self.fetch_bookmarks()
+
+    def _on_destroyed(self) -> None:
+        self._destroyed_since_suspend = True
+        self._post(SessionLost())
+
+    def _on_suspended(self, exc: BaseException | None) -> None:
+        self._post(StreamSuspended(_describe(exc)))
+
+    def _on_resumed(self) -> None:
+        # aioxmpp fires this after a *new* stream too (destroyed + established): skip that.
+        if not self._destroyed_since_suspend:
+            assert self.client is not None
+            compat.set_nodelay(self.client)
+            self._post(StreamResumed())
+
+    def _on_connect_failed(self, exc: BaseException, delay: float) -> None:
+        self._post(ConnectFailed(_describe(exc), delay))
+
+    def _on_failure(self, exc: BaseException) -> None:
+        if isinstance(exc, compat.FatalLoginError):
+            self._post(LoginFailed(str(exc)))
+        else:
+            self._post(ClientStopped(_describe(exc)))
+
+    # -- inbound -------------------------------------------------------------------------
+
+    def _inbound_presence(self, presence: aioxmpp.Presence) -> aioxmpp.Presence | None:
+        sender = presence.from_
+        if sender is None:
+            return presence
+        room = str(sender.bare())
+        if room not in self._nicks:
+            return presence
+        try:
+            events = muc.presence_events(presence, room, self._nicks.get(room))
+        except Exception:  # a malformed presence must never break the stream
+            log.warning("unreadable room presence", room=room, exc_info=True)
+            return None
+        for event in events:
+            if isinstance(event, SelfAvailable):
+                self._nicks[room] = event.nick
+            self._post(event)
+        return None
+
+    def _inbound_message(self, message: aioxmpp.Message) -> aioxmpp.Message | None:
+        sender = message.from_
+        if (
+            sender is not None
+            and message.type_ in (aioxmpp.MessageType.GROUPCHAT, aioxmpp.MessageType.ERROR)
+            and str(sender.bare()) in self._nicks
+        ):
+            self._post(RoomActivity(str(sender.bare())))
+            return None
+        return message
+
+    def _on_item_published(self, jid: aioxmpp.JID, node: str, item: Any, *, message: Any = None) -> None:
+        if node != NS_BOOKMARKS:
+            return
+        if jid != self.own:  # only our own account's PEP counts (CVE-2023-28686)
+            log.warning("ignored a bookmark notification from another entity", sender=str(jid))
+            return
+        self._post(PepBookmarkPublished(raw_pep_item(item.id_, item.registered_payload)))
+
+    def _on_item_retracted(self, jid: aioxmpp.JID, node: str, id_: str, *, message: Any = None) -> None:
+        if node != NS_BOOKMARKS:
+            return
+        if jid != self.own:
+            log.warning("ignored a bookmark retraction from another entity", sender=str(jid))
+            return
+        self._post(PepBookmarkRetracted(id_))
+
+    # -- bookmarks -------------------------------------------------------------------------
+
+    def fetch_bookmarks(self) -> None:
+        self._spawn(self._fetch_bookmarks(), "fetch bookmarks")
+
+    async def _fetch_bookmarks(self) -> None:
+        client = self.client
+        assert client is not None
+        info = await self._disco_client.query_info(self.own, require_fresh=True)
+        self.server_features = frozenset(info.features)
+        compat_store = NS_BOOKMARKS_COMPAT in self.server_features
+        try:
+            response = await self._pubsub.get_items(self.own, NS_BOOKMARKS)
+        except aioxmpp.errors.XMPPCancelError as exc:
+            if exc.condition != aioxmpp.ErrorCondition.ITEM_NOT_FOUND:
+                raise
+            items: tuple[RawItem, ...] = ()  # no XEP-0402 node: no XEP-0402 bookmarks
+        else:
+            items = tuple(raw_pep_item(i.id_, i.registered_payload) for i in response.payload.items)
+        self._post(PepBookmarksLoaded(items))
+        if not compat_store:
+            # Without #compat the legacy store is separate (or the only one): read it too.
+            self._post(LegacyBookmarksLoaded(await self._fetch_legacy()))
+
+    async def _fetch_legacy(self) -> tuple[RawItem, ...]:
+        try:
+            result = await self._private.get_private_xml(legacy_xso.Storage())
+        except aioxmpp.errors.XMPPError as exc:
+            if exc.condition in (aioxmpp.ErrorCondition.ITEM_NOT_FOUND, aioxmpp.ErrorCondition.SERVICE_UNAVAILABLE):
+                return ()
+            raise
+        storage = result.registered_payload
+        if not isinstance(storage, legacy_xso.Storage):
+            return ()
+        return tuple(
+            raw_legacy_item(c) for c in storage.bookmarks if isinstance(c, legacy_xso.Conference)
+        )
+
+    # -- rooms -----------------------------------------------------------------------------
+
+    def join(self, room: str, nick: str, password: str | None) -> None:
+        self._nicks[room] = nick
+        self._enqueue(muc.join_presence(aioxmpp.JID.fromstr(room), nick, password))
+
+    def leave(self, room: str, nick: str, status: str | None) -> None:
+        self._enqueue(muc.leave_presence(aioxmpp.JID.fromstr(room), nick, status))
+
+    def change_nick(self, room: str, nick: str) -> None:
+        self._enqueue(muc.nick_presence(aioxmpp.JID.fromstr(room), nick))
+
+    def self_ping(self, room: str, nick: str, timeout: float) -> None:
+        async def ping() -> None:
+            assert self.client is not None
+            target = aioxmpp.JID.fromstr(room).replace(resource=nick)
+            try:
+                await asyncio.wait_for(aioxmpp.ping.ping(self.client, target), timeout)
+            except TimeoutError:
+                self._post(SelfPingAnswered(room, PingOutcome.UNDECIDED, "timeout"))
+            except aioxmpp.errors.XMPPError as exc:
+                condition = exc.condition.value[1] if isinstance(exc.condition.value, tuple) else str(exc.condition)
+                self._post(SelfPingAnswered(room, ping_outcome(condition), condition))
+            except (ConnectionError, aioxmpp.errors.ErroneousStanza) as exc:
+                self._post(SelfPingAnswered(room, PingOutcome.UNDECIDED, _describe(exc)))
+            else:
+                self._post(SelfPingAnswered(room, PingOutcome.JOINED))
+
+        self._spawn(ping(), f"self-ping {room}")
+
+    def query_reserved_nick(self, room: str) -> None:
+        async def query() -> None:
+            nick = None
+            try:
+                info = await self._disco_client.query_info(
+                    aioxmpp.JID.fromstr(room), node="x-roomuser-item", require_fresh=True
+                )
+                for identity in info.identities:
+                    if identity.category == "conference" and identity.name:
+                        nick = identity.name
+                        break
+            except aioxmpp.errors.XMPPError:
+                pass
+            self._post(ReservedNickFound(room, nick))
+
+        self._spawn(query(), f"reserved nick {room}")
+
+    def destroy_room(self, room: str, reason: str) -> None:
+        async def destroy() -> None:
+            assert self.client is not None
+            query = muc_xso.OwnerQuery(destroy=muc_xso.DestroyRequest())
+            query.destroy.reason = reason
+            iq = aioxmpp.IQ(type_=aioxmpp.IQType.SET, to=aioxmpp.JID.fromstr(room), payload=query)
+            await self.client.send(iq)
+
+        self._spawn(destroy(), f"destroy {room}")
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _enqueue(self, stanza: Any) -> None:
+        client = self.client
+        if client is None or not client.established:
+            return  # the room machine knows we are offline; it rejoins on the next session
+        with contextlib.suppress(ConnectionError):
+            client.enqueue(stanza)
+
+    def _spawn(self, coro: Awaitable[Any], what: str) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._tasks.discard(t)
+            if t.cancelled():
+                return
+            exc = t.exception()
+            if exc is not None:
+                log.warning("task failed", task=what, error=_describe(exc))
+
+        task.add_done_callback(done)
+
+
+@dataclass(frozen=True, slots=True)
+class RoomActivity:
+    """Traffic from a room: it knows we are there."""
+
+    room: str
+
+
+def _describe(exc: BaseException | None) -> str:
+    if exc is None:
+        return "connection closed"
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if type(exc).__name__ not in text else text

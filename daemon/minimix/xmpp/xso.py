@@ -1,0 +1,77 @@
+"""XSOs aioxmpp 0.13.3 lacks: XEP-0402 bookmarks (and the forms that go with them).
+
+Every attribute that users' other clients write is read as a plain string, and
+every unknown child is kept: the core decides what is malformed (a bad value
+must cost one bookmark, never the whole response), and a bookmark minimix
+rewrites keeps whatever other clients put in it.
+"""
+
+from __future__ import annotations
+
+import aioxmpp
+import aioxmpp.forms
+import aioxmpp.pubsub.xso as pubsub_xso
+import aioxmpp.xso as xso
+
+NS_BOOKMARKS = "urn:xmpp:bookmarks:1"
+NS_BOOKMARKS_COMPAT = "urn:xmpp:bookmarks:1#compat"
+NS_LEGACY_BOOKMARKS = "storage:bookmarks"
+NS_CAPS = "http://jabber.org/protocol/caps"
+NS_PING = "urn:xmpp:ping"
+NS_MUC = "http://jabber.org/protocol/muc"
+CAPS_NODE = "https://minimix.invalid/caps"
+PUBLISH_OPTIONS = "http://jabber.org/protocol/pubsub#publish-options"
+
+
+class Extensions(xso.XSO):
+    """``<extensions/>``: any content, kept as is (XEP-0402 §3.1: MUST be preserved)."""
+
+    TAG = (NS_BOOKMARKS, "extensions")
+    children = xso.Collector()
+
+
+@pubsub_xso.as_payload_class  # on pubsub <item/> and on event <item/>
+class Conference(xso.XSO):
+    TAG = (NS_BOOKMARKS, "conference")
+    name = xso.Attr("name", default=None)
+    autojoin = xso.Attr("autojoin", default=None)  # xs:boolean, validated by the core
+    nick = xso.ChildText((NS_BOOKMARKS, "nick"), default=None)
+    password = xso.ChildText((NS_BOOKMARKS, "password"), default=None)
+    extensions = xso.Child([Extensions])
+    unknown = xso.Collector()  # children from future versions of the XEP
+
+    def __repr__(self) -> str:  # never the password
+        return f"<Conference name={self.name!r} autojoin={self.autojoin!r} nick={self.nick!r}>"
+
+
+def publish_options(*, full: bool = True) -> aioxmpp.forms.Data:
+    """XEP-0402 §3.3 publish-options.
+
+    ``full=False`` is the subset ejabberd 23.01 accepts (it rejects max_items and
+    send_last_published_item with resource-constraint); the node is configured
+    afterwards (:func:`node_config`).
+    """
+    fields = [("pubsub#persist_items", "true"), ("pubsub#access_model", "whitelist")]
+    if full:
+        fields += [("pubsub#max_items", "max"), ("pubsub#send_last_published_item", "never")]
+    return _form(PUBLISH_OPTIONS, fields)
+
+
+def node_config() -> aioxmpp.forms.Data:
+    return _form(
+        "http://jabber.org/protocol/pubsub#node_config",
+        [
+            ("pubsub#max_items", "max"),
+            ("pubsub#send_last_published_item", "never"),
+            ("pubsub#notify_retract", "1"),
+        ],
+    )
+
+
+def _form(form_type: str, fields: list[tuple[str, str]]) -> aioxmpp.forms.Data:
+    F = aioxmpp.forms
+    data = F.Data(F.DataType.SUBMIT)
+    data.fields.append(F.Field(type_=F.FieldType.HIDDEN, var="FORM_TYPE", values=[form_type]))
+    for var, value in fields:
+        data.fields.append(F.Field(var=var, values=[value]))
+    return data
