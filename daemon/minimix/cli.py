@@ -1,0 +1,122 @@
+"""The ``minimix`` command.
+
+``minimix run`` runs the daemon in the foreground (systemd supervises it; it never forks);
+``minimix check-config`` checks the configuration and the password source. Exit codes follow
+sysexits(3), so the unit can refuse to restart on ``EX_NOPERM`` and ``EX_CONFIG``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from minimix import __version__
+from minimix import logging as minimix_logging
+from minimix.config import (
+    Config,
+    ConfigError,
+    default_config_path,
+    load_config,
+    password_source,
+    resolve_password,
+)
+
+EX_OK = os.EX_OK  # 0
+EX_SOFTWARE = os.EX_SOFTWARE  # 70: a bug (an unexpected exception)
+EX_NOPERM = os.EX_NOPERM  # 77: the server refused the credentials
+EX_CONFIG = os.EX_CONFIG  # 78: the configuration is unusable
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line *argv* (default: ``sys.argv[1:]``) and return the exit code."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, --version and usage errors
+        return exit_.code if isinstance(exit_.code, int) else EX_OK
+    command: Command = args.command
+    return command(args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="minimix",
+        description="Keep an XMPP account in its bookmarked group chats.",
+    )
+    parser.add_argument("--version", action="version", version=f"minimix {__version__}")
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    def add(name: str, command: Command, summary: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=summary, description=summary)
+        sub.set_defaults(command=command)
+        sub.add_argument(
+            "--config",
+            type=Path,
+            metavar="FILE",
+            help=f"configuration file (default: {default_config_path()})",
+        )
+        return sub
+
+    add("run", _run, "run the daemon in the foreground")
+    add("check-config", _check_config, "check the configuration and the password source")
+    # later: "status [--json]" and "doctor"
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    """``minimix run``: load the configuration and the password, then run the daemon."""
+    try:
+        config = load_config(args.config)
+        password = resolve_password(config)
+    except ConfigError as error:
+        return _config_error(error)
+    minimix_logging.setup(level=config.logging.level)
+    minimix_logging.add_secret(password)
+    try:
+        from minimix import app  # the daemon proper: imported only when it is to run
+
+        return app.run(config, password)
+    except Exception:
+        # Through the log pipeline, not a bare traceback: redacted, and one journal record.
+        minimix_logging.get_logger(__name__).critical("unexpected error", exc_info=True)
+        return EX_SOFTWARE
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    """``minimix check-config``: validate, read the password (never shown), summarize."""
+    try:
+        config = load_config(args.config)
+        resolve_password(config)
+    except ConfigError as error:
+        return _config_error(error)
+    print(_summary(config))
+    return EX_OK
+
+
+def _summary(config: Config) -> str:
+    account = config.account
+    if account.address is None:
+        server = f"SRV lookup for {account.domain}"
+    else:
+        host, port = account.address
+        server = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return "\n".join(
+        [
+            f"config:    {config.path}",
+            f"account:   {account.jid}/{account.resource}",
+            f"server:    {server}",
+            f"password:  {password_source(config)}",
+            f"state dir: {config.storage.state_dir}",
+            "configuration OK",
+        ]
+    )
+
+
+def _config_error(error: ConfigError) -> int:
+    print(f"minimix: config error: {error}", file=sys.stderr)
+    return EX_CONFIG

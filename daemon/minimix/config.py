@@ -1,0 +1,417 @@
+"""The configuration file: a TOML file checked against a small declarative schema.
+
+Each ``[section]`` of the file is a frozen dataclass below; each key is a field declared with
+:func:`setting`, which carries its default, a one-line doc and an optional check. Loading is
+generic (:func:`load_config`), so a new key is one new field (and a paragraph in
+``config.example.toml``, which a test keeps complete). Every problem is reported as a
+:class:`ConfigError` whose message names the file and the key; no message ever contains the
+password.
+
+The password is not part of loading: :func:`resolve_password` reads it, from the systemd
+credential ``xmpp-password`` when there is one, else from the one source the file names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import subprocess
+import tomllib
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+
+APP_NAME = "minimix"
+CREDENTIAL_NAME = "xmpp-password"
+"""Name of the systemd credential (``LoadCredential=xmpp-password:…``) holding the password."""
+PASSWORD_COMMAND_TIMEOUT_S = 10.0
+DEFAULT_PORT = 5222
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says why, naming the file and the key."""
+
+
+def default_config_path() -> Path:
+    """Where the configuration lives unless ``--config`` says otherwise."""
+    return platformdirs.user_config_path(APP_NAME) / "config.toml"
+
+
+def default_state_dir() -> Path:
+    """Where state lives unless the file or ``$STATE_DIRECTORY`` says otherwise."""
+    return platformdirs.user_state_path(APP_NAME)
+
+
+# --- the schema -----------------------------------------------------------------------------
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    doc: str,
+    check: Callable[[Any], None] | None = None,
+    default_factory: Callable[[], Any] | Any = dataclasses.MISSING,
+    secret: bool = False,
+) -> Any:
+    """Declare one key of a section: its default (none: the key is required), a one-line doc,
+    and an optional *check* that raises :class:`ValueError` with a reason. A *secret* value is
+    left out of ``repr()``."""
+    return field(
+        default=default,
+        default_factory=default_factory,
+        repr=not secret,
+        metadata={"doc": doc, "check": check},
+    )
+
+
+def _in_range(minimum: float, maximum: float | None = None) -> Callable[[float], None]:
+    def check(value: float) -> None:
+        if maximum is not None and not minimum <= value <= maximum:
+            raise ValueError(f"must be between {minimum} and {maximum}, got {value}")
+        if value < minimum:
+            raise ValueError(f"must be at least {minimum}, got {value}")
+
+    return check
+
+
+def _not_empty(value: str | tuple[str, ...]) -> None:
+    if not value:
+        raise ValueError("must not be empty")
+
+
+def _bare_jid(jid: str) -> None:
+    localpart, at, domain = jid.partition("@")
+    if "/" in jid:
+        raise ValueError(
+            f"must be a bare JID without a resource (set account.resource), got {jid!r}"
+        )
+    if not (localpart and at and domain) or "@" in domain:
+        raise ValueError(f"must be a bare JID like alice@example.org, got {jid!r}")
+
+
+def _readable_file(path: Path) -> None:
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    if not os.access(path, os.R_OK):
+        raise ValueError(f"{path}: not readable")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccountConfig:
+    """``[account]``: who to log in as, where, and where the password comes from."""
+
+    jid: str = setting(doc="Bare JID of the account (required).", check=_bare_jid)
+    resource: str = setting("minimix", doc="Resource of the daemon's session.", check=_not_empty)
+    password: str | None = setting(
+        None,
+        doc="The password itself (prefer password_command or password_file).",
+        check=_not_empty,
+        secret=True,
+    )
+    password_command: tuple[str, ...] | None = setting(
+        None, doc="argv of a command printing the password on its first line.", check=_not_empty
+    )
+    password_file: Path | None = setting(
+        None, doc="File with the password on its first line; mode 0600 or stricter."
+    )
+    host: str | None = setting(
+        None, doc="Connect to this host instead of looking up SRV records.", check=_not_empty
+    )
+    port: int | None = setting(
+        None, doc=f"Port on host (default {DEFAULT_PORT}).", check=_in_range(1, 65535)
+    )
+    ca_file: Path | None = setting(
+        None, doc="Extra trust anchor (PEM) for the server's certificate.", check=_readable_file
+    )
+
+    def __post_init__(self) -> None:
+        sources = [
+            s
+            for s in ("password", "password_command", "password_file")
+            if getattr(self, s) is not None
+        ]
+        if len(sources) > 1:
+            raise ValueError(f"set only one of {', '.join(sources)}")
+        if self.port is not None and self.host is None:
+            raise ValueError("port needs host (without host the server is found by SRV lookup)")
+
+    @property
+    def domain(self) -> str:
+        return self.jid.partition("@")[2]
+
+    @property
+    def localpart(self) -> str:
+        return self.jid.partition("@")[0]
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """``(host, port)`` to connect to, or None to look up the domain's SRV records."""
+        if self.host is None:
+            return None
+        return self.host, self.port or DEFAULT_PORT
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoomsConfig:
+    """``[rooms]``: how rooms are joined."""
+
+    default_nick: str = setting(
+        "", doc="Nick for rooms whose bookmark has none; empty: the JID's localpart."
+    )
+    join_concurrency: int = setting(
+        50, doc="Most room joins in flight at once.", check=_in_range(1)
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class BookmarksConfig:
+    """``[bookmarks]``: keeping the bookmark list fresh."""
+
+    resync_interval_s: float = setting(
+        900.0,
+        doc="Seconds between full re-fetches of the bookmarks (jittered).",
+        check=_in_range(1),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class StorageConfig:
+    """``[storage]``: where state is kept."""
+
+    state_dir: Path = setting(
+        default_factory=default_state_dir,
+        doc="Directory of the daemon's state; $STATE_DIRECTORY (systemd) takes precedence.",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoggingConfig:
+    """``[logging]``."""
+
+    level: LogLevel = setting("info", doc="Least severe level logged.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """The whole configuration; each field but ``path`` is a ``[section]`` of the file."""
+
+    path: Path
+    account: AccountConfig
+    rooms: RoomsConfig = field(default_factory=RoomsConfig)
+    bookmarks: BookmarksConfig = field(default_factory=BookmarksConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+
+def sections() -> dict[str, type]:
+    """The schema: section name → its dataclass (each field of which is one key)."""
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in fields(Config) if f.name != "path"}
+
+
+# --- loading --------------------------------------------------------------------------------
+
+
+def load_config(path: Path | None = None, env: Mapping[str, str] = os.environ) -> Config:
+    """Read and check the configuration file (*path*, else :func:`default_config_path`).
+
+    Paths in the file may start with ``~``; relative ones are relative to the file's directory.
+    ``$STATE_DIRECTORY`` (set by systemd's ``StateDirectory=``; the first of a colon-separated
+    list) overrides ``storage.state_dir``. The password is not read: see :func:`resolve_password`.
+    """
+    path = (path or default_config_path()).expanduser().absolute()
+    try:
+        document = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file (start from config.example.toml)") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+
+    schema = sections()
+    for name, table in document.items():
+        if name not in schema:
+            raise ConfigError(f"{path}: [{name}]: unknown section{_suggest(name, schema)}")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: {name}: expected a table [{name}], got {_toml_type(table)}")
+    parsed = {
+        name: _load_section(cls, name, document.get(name, {}), path) for name, cls in schema.items()
+    }
+    config = Config(path=path, **parsed)
+
+    if not config.rooms.default_nick:
+        config = _replace(config, "rooms", default_nick=config.account.localpart)
+    if state_directory := env.get("STATE_DIRECTORY", "").split(":")[0]:
+        config = _replace(config, "storage", state_dir=Path(state_directory))
+    return config
+
+
+def _replace(config: Config, section: str, **changes: Any) -> Config:
+    return dataclasses.replace(
+        config, **{section: dataclasses.replace(getattr(config, section), **changes)}
+    )
+
+
+def _load_section(cls: type, name: str, table: dict[str, Any], path: Path) -> Any:
+    hints = typing.get_type_hints(cls)
+    keys = {f.name: f for f in fields(cls)}
+    for key in table:
+        if key not in keys:
+            raise ConfigError(f"{path}: {name}.{key}: unknown key{_suggest(key, keys)}")
+    values = {}
+    for key, spec in keys.items():
+        if key not in table:
+            if spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{path}: {name}.{key}: required, but missing")
+            continue
+        try:
+            value = _convert(table[key], hints[key], path.parent)
+            if (check := spec.metadata["check"]) is not None:
+                check(value)
+        except ValueError as error:
+            raise ConfigError(f"{path}: {name}.{key}: {error}") from None
+        values[key] = value
+    try:
+        return cls(**values)
+    except ValueError as error:  # a rule across keys (__post_init__)
+        raise ConfigError(f"{path}: [{name}]: {error}") from None
+
+
+def _convert(value: Any, tp: Any, base: Path) -> Any:
+    """Turn a TOML *value* into the field type *tp*, or raise ValueError saying why.
+
+    Messages name types, never the value, except for a choice among fixed words."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):  # X | None: None only means "absent"
+        (inner,) = (arg for arg in typing.get_args(tp) if arg is not type(None))
+        return _convert(value, inner, base)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(map(repr, choices))}, got {value!r}")
+        return value
+    if origin is tuple:  # tuple[X, ...] from an array
+        _expect(value, list)
+        (item, _ellipsis) = typing.get_args(tp)
+        return tuple(_convert(element, item, base) for element in value)
+    if tp is float and type(value) is int:
+        return float(value)
+    if tp is Path:
+        _expect(value, str)
+        return base / Path(value).expanduser()  # an absolute path replaces base
+    _expect(value, tp)
+    return value
+
+
+_TOML_TYPES = {
+    str: "a string",
+    int: "an integer",
+    float: "a float",
+    bool: "a boolean",
+    list: "an array",
+    dict: "a table",
+}
+
+
+def _toml_type(value: Any) -> str:
+    return _TOML_TYPES.get(type(value), "a date/time")
+
+
+def _expect(value: Any, tp: type) -> None:
+    if type(value) is not tp:  # exact: a boolean is no integer
+        raise ValueError(f"expected {_TOML_TYPES[tp]}, got {_toml_type(value)}")
+
+
+def _suggest(word: str, known: Mapping[str, Any]) -> str:
+    close = difflib.get_close_matches(word, list(known), n=1)
+    hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(known)}"
+    return f" ({hint})"
+
+
+# --- the password ---------------------------------------------------------------------------
+
+
+def password_source(config: Config, env: Mapping[str, str] = os.environ) -> str:
+    """Say where the password would come from, without reading it (for ``check-config``)."""
+    return _password_source(config, env)[0]
+
+
+def resolve_password(config: Config, env: Mapping[str, str] = os.environ) -> str:
+    """Read the password. Raises ConfigError, whose message never contains the password.
+
+    ``$CREDENTIALS_DIRECTORY/xmpp-password`` (systemd ``LoadCredential=``) wins over the file's
+    ``password``, ``password_command`` or ``password_file``. Files and commands give their
+    first line.
+    """
+    where, read = _password_source(config, env)
+    try:
+        text = read().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"the password from {where} is not UTF-8 text") from None
+    password = text.splitlines()[0] if text else ""
+    if not password:
+        raise ConfigError(f"the password from {where} is empty")
+    return password
+
+
+def _password_source(config: Config, env: Mapping[str, str]) -> tuple[str, Callable[[], bytes]]:
+    """(description, reader) of the password source that applies."""
+    account = config.account
+    directory = env.get("CREDENTIALS_DIRECTORY")
+    if directory and (credential := Path(directory) / CREDENTIAL_NAME).is_file():
+        return f"systemd credential {credential}", lambda: _read(credential)
+    if (argv := account.password_command) is not None:
+        return f"password_command ({argv[0]} …)", lambda: _run_password_command(argv, config.path)
+    if (file := account.password_file) is not None:
+        return f"password_file {file}", lambda: _read(file, private=True)
+    if (password := account.password) is not None:
+        return f"password in {config.path}", password.encode
+    raise ConfigError(
+        f"{config.path}: [account]: no password: set one of password, password_command or "
+        f"password_file (or provide the systemd credential {CREDENTIAL_NAME})"
+    )
+
+
+def _read(path: Path, *, private: bool = False) -> bytes:
+    """Read *path*; a *private* file must not be accessible to group or others."""
+    try:
+        with path.open("rb") as file:
+            mode = os.fstat(file.fileno()).st_mode
+            if private and mode & 0o077:
+                raise ConfigError(
+                    f"{path}: readable by others (mode {mode & 0o777:o}); run: chmod 600 {path}"
+                )
+            return file.read()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+
+
+def _run_password_command(argv: tuple[str, ...], config_path: Path) -> bytes:
+    """Run *argv* (no shell); its stderr goes where ours goes, its stdout is never shown."""
+    where = f"{config_path}: account.password_command: {argv[0]}"
+    try:
+        result = subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            timeout=PASSWORD_COMMAND_TIMEOUT_S,
+            check=False,
+        )
+    except OSError as error:
+        raise ConfigError(f"{where}: cannot run: {error.strerror}") from None
+    except subprocess.TimeoutExpired:
+        raise ConfigError(f"{where}: no answer within {PASSWORD_COMMAND_TIMEOUT_S:g} s") from None
+    if result.returncode != 0:
+        raise ConfigError(f"{where}: failed with exit status {result.returncode}")
+    return result.stdout
