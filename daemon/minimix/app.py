@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import os
 import random
 import signal
 import time
@@ -22,6 +23,7 @@ import aioxmpp
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from minimix import logging as minimix_logging
 from minimix.core import actions as A
 from minimix.core.backoff import backoff_delay
 from minimix.core.engine import Engine
@@ -54,7 +56,7 @@ from minimix.xmpp.session import (
 
 log = structlog.get_logger("minimix")
 
-EX_OK, EX_SOFTWARE, EX_NOPERM = 0, 70, 77
+EX_OK, EX_SOFTWARE, EX_NOPERM = os.EX_OK, os.EX_SOFTWARE, os.EX_NOPERM
 SHUTDOWN_GRACE_S = 5.0
 SELF_PING_TIMEOUT_S = 30.0
 CAPS_REFETCH_DELAY_S = 0.2  # after our caps answer: the server processes it first
@@ -150,6 +152,7 @@ class App:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        self._prepare_state_dir()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.post, Shutdown(sig.name))
         loop.add_signal_handler(signal.SIGHUP, self.post, Reload())
@@ -176,6 +179,10 @@ class App:
                 loop.remove_signal_handler(sig)
         log.info("stopped", exit_code=self.exit_code)
         return self.exit_code if self.exit_code is not None else EX_OK
+
+    def _prepare_state_dir(self) -> None:
+        state_dir = self.config.storage.state_dir
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def _server_label(self) -> str:
         acc = self.account
@@ -268,6 +275,8 @@ class App:
                 case A.Note(level, event, fields):
                     getattr(log, level)(event, **fields)
                 case A.Join(room, nick, password):
+                    if password:
+                        minimix_logging.add_secret(password)
                     session.join(room, nick, password)
                 case A.Leave(room, nick, status):
                     session.leave(room, nick, status)

@@ -2,7 +2,15 @@
 
 import pytest
 
-from minimix.core.bookmarks import BookmarkSet, RawItem, Rejected, Source, parse_bool, validate, wants
+from minimix.core.bookmarks import (
+    BookmarkSet,
+    RawItem,
+    Rejected,
+    Source,
+    parse_bool,
+    validate,
+    wants,
+)
 from minimix.core.room import Want
 
 PEP, LEGACY = Source.PEP, Source.LEGACY

@@ -32,7 +32,10 @@ def ctx(now=1000.0, policy=POLICY):
     return Ctx(now, policy, random.Random(0))
 
 
-def room_in(state: S, *, nick="alice", want=Want("alice"), **kw) -> Room:
+ALICE = Want("alice")
+
+
+def room_in(state: S, *, nick="alice", want=ALICE, **kw) -> Room:
     room = Room(R, want=want, state=state, nick=nick if state in (S.JOINING, S.JOINED, S.LEAVING) else None)
     for key, value in kw.items():
         setattr(room, key, value)

@@ -81,6 +81,7 @@ class Engine:
                 return self.rooms.session_lost(now)
             case PepBookmarksLoaded(items):
                 self.bookmarks.load_pep(items)
+                return self._loaded("xep-0402", len(items), now)
             case PepBookmarkPublished(item):
                 self.bookmarks.publish(item)
             case PepBookmarkRetracted(item_id):
@@ -88,6 +89,7 @@ class Engine:
                     return []
             case LegacyBookmarksLoaded(items):
                 self.bookmarks.load_legacy(items)
+                return self._loaded("xep-0048", len(items), now)
             case _:
                 raise TypeError(f"not an engine event: {event!r}")
         return self._bookmarks_changed(now)
@@ -107,6 +109,12 @@ class Engine:
     @property
     def loaded(self) -> bool:
         return self.bookmarks.pep_loaded or self.bookmarks.legacy_loaded
+
+    def _loaded(self, store: str, count: int, now: float) -> list[A.Action]:
+        actions = self._bookmarks_changed(now)
+        autojoin = sum(1 for bm in self.effective.values() if bm.autojoin)
+        note = A.Note("info", "bookmarks loaded", {"store": store, "items": count, "autojoin": autojoin})
+        return [note, *actions]
 
     def _bookmarks_changed(self, now: float) -> list[A.Action]:
         self.effective, notes = self.bookmarks.resolve()
