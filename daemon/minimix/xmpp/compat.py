@@ -41,6 +41,9 @@ _applied = False
 # DNS subjectAltNames (CN only when there are none), one left-most wildcard label.
 
 
+ORIGINAL_CHECK_X509_HOSTNAME = aioxmpp.security_layer.check_x509_hostname
+
+
 def check_x509_hostname(x509: OpenSSL.crypto.X509, hostname: str) -> bool:
     cert = x509.to_cryptography()
     hostname = hostname.lower().rstrip(".")
@@ -254,12 +257,16 @@ class MinimixClient(aioxmpp.Client):
 # validates each bookmark on its own and skips only the bad one.
 
 
+def legacy_descriptor(name: str) -> Any:
+    """The descriptor itself (class attribute access gives a query wrapper around it)."""
+    return getattr(aioxmpp.bookmarks.xso.Conference, name).xq_descriptor
+
+
 def _lenient_legacy_bookmarks() -> None:
-    conference = aioxmpp.bookmarks.xso.Conference
-    conference.autojoin.type_ = aioxmpp.xso.String()
-    conference.autojoin.default = None
-    conference.jid.type_ = aioxmpp.xso.String()
-    conference.jid.default = None
+    for name in ("autojoin", "jid"):
+        descriptor = legacy_descriptor(name)
+        descriptor.type_ = aioxmpp.xso.String()
+        descriptor.default = None
 
 
 # -- applying ---------------------------------------------------------------------------------

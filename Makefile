@@ -1,0 +1,45 @@
+# minimix — the commands a developer needs.
+#   make demo   a throwaway local server, the daemon at work (Ctrl-C stops everything)
+#   make test   the whole test suite against real servers (installs Prosody and ejabberd if missing)
+#   make bench  the performance targets, measured side by side
+.PHONY: install test unit integration lint demo bench servers clean
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+# The test servers come from Debian: Prosody 0.12 and ejabberd 23.01 (run privately by the tests).
+servers:
+	@missing=""; for pkg in prosody ejabberd openssl; do \
+	  dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+test: install servers
+	$(BIN)/python -m pytest
+
+unit: install
+	$(BIN)/python -m pytest tests/core tests/test_config.py tests/test_logging.py tests/test_sdnotify.py tests/test_cli.py tests/test_compat.py
+
+lint: install
+	$(BIN)/ruff check daemon tests bench
+
+demo: install servers
+	$(BIN)/python tests/demo.py
+
+bench: install servers
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build daemon/*.egg-info

@@ -1,0 +1,217 @@
+"""One test per aioxmpp patch in minimix.xmpp.compat: each shows the defect is still there in
+aioxmpp 0.13.3 (so the patch is still needed) and that the patched behaviour is right."""
+
+import asyncio
+import datetime as dt
+import io
+import logging
+import socket
+from unittest import mock
+
+import aioxmpp
+import aioxmpp.bookmarks.xso as legacy_xso
+import aioxmpp.presence.service
+import aioxmpp.protocol
+import aioxmpp.xml
+import aioxmpp.xso
+import OpenSSL.crypto
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+import minimix.xmpp  # noqa: F401  (applies the patches)
+from minimix.xmpp import compat
+
+
+def make_cert(*names: str, cn: str = "server") -> OpenSSL.crypto.X509:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+    )
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
+    return OpenSSL.crypto.X509.from_cryptography(builder.sign(key, hashes.SHA256()))
+
+
+# -- 1. TLS hostname check ------------------------------------------------------------------
+
+
+def test_stock_hostname_check_is_broken_on_this_stack():
+    with pytest.raises(AttributeError):
+        compat.ORIGINAL_CHECK_X509_HOSTNAME(make_cert("localhost"), "localhost")
+
+
+@pytest.mark.parametrize(
+    ("names", "cn", "hostname", "ok"),
+    [
+        (("localhost", "conference.localhost"), "x", "localhost", True),
+        (("localhost",), "x", "LOCALHOST.", True),
+        (("localhost",), "x", "example.org", False),
+        (("*.example.org",), "x", "chat.example.org", True),
+        (("*.example.org",), "x", "a.chat.example.org", False),
+        (("*.example.org",), "x", "example.org", False),
+        ((), "localhost", "localhost", True),  # no SAN: fall back to the CN
+        (("other.org",), "localhost", "localhost", False),  # SAN present: CN ignored
+    ],
+)
+def test_patched_hostname_check(names, cn, hostname, ok):
+    assert aioxmpp.security_layer.check_x509_hostname is compat.check_x509_hostname
+    assert compat.check_x509_hostname(make_cert(*names, cn=cn), hostname) is ok
+
+
+# -- 2. presence priority ---------------------------------------------------------------------
+
+
+def test_presence_priority_is_sent():
+    async def main():
+        client = aioxmpp.Client(aioxmpp.JID.fromstr("a@localhost/r"), compat.security_layer("pw"))
+        server = client.summon(aioxmpp.PresenceServer)
+        server.set_presence(aioxmpp.PresenceState(True), priority=-1)
+        return compat._orig_make_stanza(server).priority, server.make_stanza().priority
+
+    stock, patched = asyncio.run(main())
+    assert stock == 0  # the defect: set_presence(priority=-1) is not sent
+    assert patched == -1
+
+
+# -- 3. silent death on connection_lost(None) ------------------------------------------------------
+
+
+def closing_exception(connection_lost) -> object:
+    async def main():
+        stream = aioxmpp.protocol.XMLStream(to=aioxmpp.JID.fromstr("localhost"), features_future=asyncio.Future())
+        seen = []
+        stream.on_closing.connect(seen.append)
+        stream.connection_made(mock.Mock())
+        connection_lost(stream, None)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        return seen
+
+    return asyncio.run(main())
+
+
+def test_transport_closed_without_exception_is_reported_as_failure():
+    assert closing_exception(compat._orig_connection_lost) == [None]  # the defect: no failure
+    (exc,) = closing_exception(aioxmpp.protocol.XMLStream.connection_lost)
+    assert isinstance(exc, ConnectionError)
+
+
+# -- 4. no raw stream dumps in the logs -----------------------------------------------------------
+
+
+def test_raw_stream_dumps_are_dropped(caplog):
+    logger = logging.getLogger(compat.XML_TRACE_LOGGER)
+    with caplog.at_level(logging.DEBUG, logger=compat.XML_TRACE_LOGGER):
+        logger.debug("RECV %r", b"<password>hunter2</password>")
+        logger.debug("stream header received")
+    assert [r.getMessage() for r in caplog.records] == ["stream header received"]
+
+
+# -- 7. lenient XEP-0048 parsing ---------------------------------------------------------------------
+
+LEGACY = (
+    b"<storage xmlns='storage:bookmarks'>"
+    b"<conference jid='ok@conference.localhost' autojoin='true'><nick>al</nick></conference>"
+    b"<conference jid='other@conference.localhost' autojoin='yes'/>"
+    b"<conference autojoin='1'/>"
+    b"</storage>"
+)
+
+
+def parse_legacy():
+    return aioxmpp.xml.read_single_xso(io.BytesIO(LEGACY), legacy_xso.Storage)
+
+
+def test_one_malformed_legacy_bookmark_does_not_lose_the_others():
+    storage = parse_legacy()
+    assert [(c.jid, c.autojoin) for c in storage.bookmarks] == [
+        ("ok@conference.localhost", "true"),
+        ("other@conference.localhost", "yes"),
+        (None, "1"),
+    ]
+
+
+def test_stock_legacy_parsing_fails_on_one_bad_bookmark():
+    autojoin, jid = compat.legacy_descriptor("autojoin"), compat.legacy_descriptor("jid")
+    saved = [(d, d.type_, d.default) for d in (autojoin, jid)]
+    autojoin.type_, autojoin.default = aioxmpp.xso.Bool(), False  # as in aioxmpp 0.13.3
+    jid.type_, jid.default = aioxmpp.xso.JID(), aioxmpp.xso.model._PropBase.NO_DEFAULT
+    try:
+        with pytest.raises(Exception):
+            parse_legacy()
+    finally:
+        for descriptor, type_, default in saved:
+            descriptor.type_, descriptor.default = type_, default
+    assert parse_legacy() is not None
+
+
+# -- 5 and 6 against a real server: TCP_NODELAY, and the reconnect loop ---------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_reconnect_loop_is_pinned_jittered_and_never_gives_up():
+    """aioxmpp gives up after 4 initial attempts and falls back to SRV: ours does neither."""
+    port = free_port()
+    failures: list[tuple[str, float]] = []
+
+    async def main():
+        delays = iter([0.01 * n for n in range(1, 100)])
+        client = compat.MinimixClient(
+            aioxmpp.JID.fromstr("nobody@localhost/r"),
+            compat.security_layer("pw"),
+            delay_for=lambda attempt: next(delays),
+            override_peer=[("127.0.0.1", port, aioxmpp.connector.STARTTLSConnector())],
+            pin_peer=True,
+        )
+        client.on_connect_failed.connect(lambda exc, delay: failures.append((str(exc), delay)))
+        client.start()
+        while len(failures) < 6 and client.running:
+            await asyncio.sleep(0.01)
+        running = client.running
+        client.stop()
+        return running
+
+    assert asyncio.run(asyncio.wait_for(main(), 20))
+    assert len(failures) >= 6  # still trying after aioxmpp's 4 initial attempts
+    assert all(f"127.0.0.1:{port}" in error for error, _ in failures)  # only the configured peer
+    assert [d for _, d in failures[:3]] == [0.01, 0.02, 0.03]  # the delays we gave it
+
+
+@pytest.mark.integration
+def test_nodelay_is_set_after_the_stream_is_up(prosody):
+    account = prosody.new_account()
+
+    async def main():
+        client = compat.MinimixClient(
+            aioxmpp.JID.fromstr(f"{account.jid}/r"),
+            compat.security_layer(account.password, str(prosody.ca_file)),
+            delay_for=lambda attempt: 0.1,
+            override_peer=[(prosody.host, prosody.port, aioxmpp.connector.STARTTLSConnector())],
+            pin_peer=True,
+        )
+        async with client.connected():
+            sock = client.stream._xmlstream.transport.get_extra_info("socket")
+            before = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            assert compat.set_nodelay(client)
+            after = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        return before, after
+
+    before, after = asyncio.run(asyncio.wait_for(main(), 30))
+    assert before == 0  # the defect: aioopenssl leaves Nagle on
+    assert after == 1
