@@ -148,7 +148,7 @@ def test_stock_legacy_parsing_fails_on_one_bad_bookmark():
     autojoin.type_, autojoin.default = aioxmpp.xso.Bool(), False  # as in aioxmpp 0.13.3
     jid.type_, jid.default = aioxmpp.xso.JID(), aioxmpp.xso.model._PropBase.NO_DEFAULT
     try:
-        with pytest.raises(Exception):
+        with pytest.raises(ValueError):
             parse_legacy()
     finally:
         for descriptor, type_, default in saved:

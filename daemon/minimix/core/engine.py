@@ -23,11 +23,14 @@ from minimix.core.events import (
     RoomEvent,
     SessionEstablished,
     SessionLost,
+    Unwanted,
 )
 from minimix.core.occupants import Occupant, Occupants
 from minimix.core.policy import RoomPolicy
 from minimix.core.room import RoomState
 from minimix.core.rooms import Rooms
+
+STOPPING = "minimix is stopping"
 
 AccountEvent = (
     SessionEstablished
@@ -97,7 +100,7 @@ class Engine:
     def stop(self, now: float) -> list[A.Action]:
         """Leave every room (the daemon is shutting down); bookmarks no longer count."""
         self.stopping = True
-        return self.rooms.reconcile({}, now)
+        return self.rooms.reconcile({}, now, unwanted=Unwanted("", STOPPING, STOPPING))
 
     def refresh(self, now: float) -> list[A.Action]:
         """Reconcile again (the default nick or the policy changed)."""

@@ -46,7 +46,10 @@ class Wanted(RoomEvent):
 
 @dataclass(frozen=True, slots=True)
 class Unwanted(RoomEvent):
-    """No bookmark with autojoin names this room (any more)."""
+    """No bookmark with autojoin names this room (any more), or minimix is stopping."""
+
+    reason: str = "bookmark removed or autojoin off"
+    status: str | None = None  # the status text of our unavailable presence, if any
 
 
 @dataclass(frozen=True, slots=True)

@@ -402,7 +402,8 @@ def joining_wanted(room: Room, ev: Wanted, ctx: Ctx) -> RoomState:
 
 def joining_unwanted(room: Room, ev: Unwanted, ctx: Ctx) -> RoomState:
     room.want = None
-    return _leave(room, ctx)
+    ctx.reason = ev.reason
+    return _leave(room, ctx, ev.status)
 
 
 def joining_error(room: Room, ev: PresenceError, ctx: Ctx) -> RoomState:
@@ -466,8 +467,8 @@ def joined_wanted(room: Room, ev: Wanted, ctx: Ctx) -> RoomState:
 
 def joined_unwanted(room: Room, ev: Unwanted, ctx: Ctx) -> RoomState:
     room.want = None
-    ctx.reason = "bookmark removed or autojoin off"
-    return _leave(room, ctx)
+    ctx.reason = ev.reason
+    return _leave(room, ctx, ev.status)
 
 
 def joined_self_available(room: Room, ev: SelfAvailable, ctx: Ctx) -> RoomState:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 from minimix.core import actions as A
@@ -24,7 +25,9 @@ from minimix.core.policy import RoomPolicy
 from minimix.core.room import Ctx, Room, RoomState, Want
 
 
-def plan(wants: Mapping[str, Want], rooms: Mapping[str, Room]) -> list[RoomEvent]:
+def plan(
+    wants: Mapping[str, Want], rooms: Mapping[str, Room], *, unwanted: Unwanted | None = None
+) -> list[RoomEvent]:
     """The events that bring ``rooms`` in line with ``wants``."""
     events: list[RoomEvent] = []
     for jid, want in wants.items():
@@ -33,7 +36,7 @@ def plan(wants: Mapping[str, Want], rooms: Mapping[str, Room]) -> list[RoomEvent
             events.append(Wanted(jid, want.nick, want.password))
     for jid, room in rooms.items():
         if room.want is not None and jid not in wants:
-            events.append(Unwanted(jid))
+            events.append(Unwanted(jid) if unwanted is None else replace(unwanted, room=jid))
     return events
 
 
@@ -50,9 +53,12 @@ class Rooms:
 
     # -- inputs ------------------------------------------------------------------------
 
-    def reconcile(self, wants: Mapping[str, Want], now: float) -> list[A.Action]:
+    def reconcile(
+        self, wants: Mapping[str, Want], now: float, *, unwanted: Unwanted | None = None
+    ) -> list[A.Action]:
+        """``unwanted``: the event (reason, leave status) for rooms no longer wanted."""
         actions: list[A.Action] = []
-        for event in plan(wants, self.rooms):
+        for event in plan(wants, self.rooms, unwanted=unwanted):
             actions += self._feed(event, now)
         return actions + self._pump(now)
 
