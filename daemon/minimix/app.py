@@ -292,8 +292,12 @@ class App:
                     self._arm(f"{kind.value}:{room}", at, TimerFired(room, kind))
                 case A.Disarm(room, kind):
                     self._disarm(f"{kind.value}:{room}")
-                case A.DisableAutojoin(room, reason) | A.MoveBookmark(room, _, reason):
-                    log.warning("bookmark update not carried out (not implemented yet)", room=room, reason=reason)
+                case A.DisableAutojoin(room, reason):
+                    if (bookmark := self.engine.bookmark(room)) is not None:
+                        session.disable_autojoin(bookmark, reason)
+                case A.MoveBookmark(room, venue, reason):
+                    if (bookmark := self.engine.bookmark(room)) is not None:
+                        session.move_bookmark(bookmark, venue, reason)
                 case _:
                     log.warning("unknown action", action=repr(action)[:200])
 

@@ -82,6 +82,14 @@ def _in_range(minimum: float, maximum: float | None = None) -> Callable[[float],
     return check
 
 
+def _one_of(*choices: str) -> Callable[[str], None]:
+    def check(value: str) -> None:
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+    return check
+
+
 def _not_empty(value: str | tuple[str, ...]) -> None:
     if not value:
         raise ValueError("must not be empty")
@@ -168,6 +176,56 @@ class RoomsConfig:
     )
     join_concurrency: int = setting(
         50, doc="Most room joins in flight at once.", check=_in_range(1)
+    )
+    join_timeout_s: float = setting(
+        60.0, doc="A join the room does not answer in this time is retried with backoff.",
+        check=_in_range(1),
+    )
+    nick_fallback_suffix: str = setting(
+        "_", doc="Appended to the nick when it is taken (409), once per attempt.", check=_not_empty
+    )
+    nick_fallback_max: int = setting(
+        3, doc="Fallback nicks tried before backing off.", check=_in_range(0, 20)
+    )
+    nick_regain_interval_s: float = setting(
+        60.0, doc="How often to ask for the wanted nick back while holding a fallback.",
+        check=_in_range(1),
+    )
+    kick_rejoin: bool = setting(True, doc="Rejoin after a kick (307).")
+    kick_rejoin_delay_s: float = setting(
+        10.0, doc="Delay before rejoining after a kick; doubles with each further kick.",
+        check=_in_range(0),
+    )
+    kick_rejoin_max: int = setting(
+        3, doc="Give up after this many kicks within kick_window_s.", check=_in_range(1)
+    )
+    kick_window_s: float = setting(3600.0, doc="The window kicks are counted in.", check=_in_range(1))
+    on_ban: str = setting(
+        "disable-autojoin",
+        doc="After a ban: disable-autojoin (rewrite the bookmark) or keep-bookmark.",
+        check=_one_of("disable-autojoin", "keep-bookmark"),
+    )
+    backoff_base_s: float = setting(
+        5.0, doc="First delay before rejoining a room after a failure; doubles each time.",
+        check=_in_range(0.1),
+    )
+    backoff_cap_s: float = setting(
+        300.0, doc="Longest delay between rejoin attempts.", check=_in_range(1)
+    )
+    backoff_jitter: float = setting(
+        0.2, doc="Random extra delay, as a fraction of the delay.", check=_in_range(0, 1)
+    )
+    self_ping_idle_s: float = setting(
+        300.0, doc="Self-ping (XEP-0410) a room silent for this long.", check=_in_range(1)
+    )
+    self_ping_retry_s: float = setting(
+        30.0, doc="Ask again this soon after an undecided self-ping.", check=_in_range(1)
+    )
+    allow_create: bool = setting(
+        False, doc="Keep a room that our join created (status 201) instead of destroying it."
+    )
+    reconnect_max_delay_s: float = setting(
+        300.0, doc="Longest delay between reconnect attempts to the server.", check=_in_range(1)
     )
 
 

@@ -27,7 +27,7 @@ import aioxmpp.ping
 import aioxmpp.private_xml
 import structlog
 
-from minimix.core.bookmarks import RawItem, Source
+from minimix.core.bookmarks import Bookmark, RawItem, Source
 from minimix.core.events import (
     LegacyBookmarksLoaded,
     PepBookmarkPublished,
@@ -48,6 +48,8 @@ from minimix.xmpp.xso import (
     NS_CAPS,
     NS_MUC,
     Conference,
+    node_config,
+    publish_options,
 )
 
 log = structlog.get_logger("minimix.xmpp")
@@ -195,6 +197,7 @@ class Session:
         self._reconnect_delay = reconnect_delay
         self._tasks: set[asyncio.Task[Any]] = set()
         self._nicks: dict[str, str] = {}  # room → the nick we hold or try there
+        self._pep_payloads: dict[str, Conference] = {}  # XEP-0402 items as last seen, kept whole
         self.client: compat.MinimixClient | None = None
         self.server_features: frozenset[str] = frozenset()
         self._destroyed_since_suspend = False
@@ -363,6 +366,7 @@ class Session:
         if jid != self.own:  # only our own account's PEP counts (CVE-2023-28686)
             log.warning("ignored a bookmark notification from another entity", sender=str(jid))
             return
+        self._remember(item.id_, item.registered_payload)
         self._post(PepBookmarkPublished(raw_pep_item(item.id_, item.registered_payload)))
 
     def _on_item_retracted(self, jid: aioxmpp.JID, node: str, id_: str, *, message: Any = None) -> None:
@@ -371,6 +375,7 @@ class Session:
         if jid != self.own:
             log.warning("ignored a bookmark retraction from another entity", sender=str(jid))
             return
+        self._pep_payloads.pop(id_, None)
         self._post(PepBookmarkRetracted(id_))
 
     # -- bookmarks -------------------------------------------------------------------------
@@ -391,6 +396,9 @@ class Session:
                 raise
             items: tuple[RawItem, ...] = ()  # no XEP-0402 node: no XEP-0402 bookmarks
         else:
+            self._pep_payloads.clear()
+            for item in response.payload.items:
+                self._remember(item.id_, item.registered_payload)
             items = tuple(raw_pep_item(i.id_, i.registered_payload) for i in response.payload.items)
         self._post(PepBookmarksLoaded(items))
         if not compat_store:
@@ -410,6 +418,96 @@ class Session:
         return tuple(
             raw_legacy_item(c) for c in storage.bookmarks if isinstance(c, legacy_xso.Conference)
         )
+
+    def _remember(self, item_id: str | None, payload: Any) -> None:
+        if item_id and isinstance(payload, Conference):
+            self._pep_payloads[item_id] = payload
+
+    def disable_autojoin(self, bookmark: Bookmark, reason: str) -> None:
+        """Rewrite the bookmark with autojoin off, every other field kept (XEP-0402 §3.1)."""
+        self._spawn(self._rewrite(bookmark, None, reason), f"disable autojoin of {bookmark.room}")
+
+    def move_bookmark(self, bookmark: Bookmark, venue: str, reason: str) -> None:
+        """Replace the bookmark by one for ``venue``: same name, nick, extensions."""
+        self._spawn(self._rewrite(bookmark, venue, reason), f"move bookmark {bookmark.room} to {venue}")
+
+    async def _rewrite(self, bookmark: Bookmark, venue: str | None, reason: str) -> None:
+        if bookmark.source is Source.PEP:
+            await self._rewrite_pep(bookmark, venue)
+        else:
+            await self._rewrite_legacy(bookmark, venue)
+            self.fetch_bookmarks()  # private XML pushes nothing: read the result back
+        log.info(
+            "bookmark updated",
+            room=bookmark.room,
+            store=bookmark.source.value,
+            change=f"moved to {venue}" if venue else "autojoin off",
+            reason=reason,
+        )
+
+    async def _rewrite_pep(self, bookmark: Bookmark, venue: str | None) -> None:
+        old = self._pep_payloads.get(bookmark.item_id)
+        payload = Conference()
+        if old is not None:  # keep everything we do not change, unknown children included
+            payload.name, payload.autojoin, payload.nick = old.name, old.autojoin, old.nick
+            payload.password, payload.extensions = old.password, old.extensions
+            payload.unknown[:] = old.unknown
+        else:
+            payload.name, payload.nick, payload.password = bookmark.name, bookmark.nick, bookmark.password
+            payload.autojoin = "true" if bookmark.autojoin else "false"
+        if venue is None:
+            payload.autojoin = "false"
+            await self.publish_bookmark(bookmark.item_id, payload)
+        else:
+            payload.password = None  # the password of the old room is not the new one's
+            await self.publish_bookmark(venue, payload)
+            await self._pubsub.retract(None, NS_BOOKMARKS, bookmark.item_id, notify=True)
+
+    async def publish_bookmark(self, item_id: str, payload: Conference) -> None:
+        """Publish one XEP-0402 item without ever losing the others.
+
+        XEP-0402 §3.3 publish-options first.  ejabberd 23.01 rejects max_items and
+        send_last_published_item there (resource-constraint) and a node it creates keeps
+        one item, so a second bookmark would replace the first: then make sure the node
+        keeps them all (owner configuration) before and after publishing with the options
+        it accepts, and check.
+        """
+        pubsub = self._pubsub
+        try:
+            await pubsub.publish(None, NS_BOOKMARKS, payload, id_=item_id, publish_options=publish_options())
+            return
+        except aioxmpp.errors.XMPPError as exc:
+            if exc.condition == aioxmpp.ErrorCondition.CONFLICT:
+                # precondition-not-met: the node exists with another configuration (set by
+                # another client); publishing plainly keeps that configuration.
+                await pubsub.publish(None, NS_BOOKMARKS, payload, id_=item_id)
+                return
+            log.info("full publish-options refused; configuring the node instead", error=str(exc))
+        except RuntimeError:  # the server has no publish-options at all
+            pass
+        with contextlib.suppress(aioxmpp.errors.XMPPError):
+            await pubsub.set_node_config(None, node_config(), NS_BOOKMARKS)  # an existing node
+        await pubsub.publish(
+            None, NS_BOOKMARKS, payload, id_=item_id, publish_options=publish_options(full=False)
+        )
+        await pubsub.set_node_config(None, node_config(), NS_BOOKMARKS)
+        config = await pubsub.get_node_config(None, NS_BOOKMARKS)
+        value = next((v for f in config.fields if f.var == "pubsub#max_items" for v in f.values), None)
+        if value is not None and value.isdigit() and int(value) < 2:
+            log.error("the bookmark node keeps only one item: other bookmarks may be lost", max_items=value)
+
+    async def _rewrite_legacy(self, bookmark: Bookmark, venue: str | None) -> None:
+        result = await self._private.get_private_xml(legacy_xso.Storage())
+        storage = result.registered_payload
+        if not isinstance(storage, legacy_xso.Storage):
+            return
+        for conference in storage.bookmarks:
+            if isinstance(conference, legacy_xso.Conference) and normalise_room(conference.jid)[0] == bookmark.room:
+                if venue is None:
+                    conference.autojoin = "false"
+                else:
+                    conference.jid, conference.password = venue, None
+        await self._private.set_private_xml(storage)
 
     # -- rooms -----------------------------------------------------------------------------
 
