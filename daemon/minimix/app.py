@@ -24,6 +24,7 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from minimix import logging as minimix_logging
+from minimix import status as status_file
 from minimix.core import actions as A
 from minimix.core.backoff import backoff_delay
 from minimix.core.engine import Engine
@@ -85,6 +86,14 @@ class WatchdogDue:
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class SnapshotDue:
+    pass
+
+
+QUIET_EVENTS = (RoomActivity, WatchdogDue, SnapshotDue)  # events that change nothing `status` shows
+SNAPSHOT_DELAY_S = 0.5
+
 ENGINE_EVENTS = (
     RoomEvent,
     SessionEstablished,
@@ -136,6 +145,7 @@ class App:
         self.stopping = False
         self._status = ""
         self._connection = "connecting"
+        self._snapshot_pending = False
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -177,6 +187,7 @@ class App:
             await self.session.stop()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
+        self._write_snapshot(stopped=True)
         log.info("stopped", exit_code=self.exit_code)
         return self.exit_code if self.exit_code is not None else EX_OK
 
@@ -211,6 +222,9 @@ class App:
             except Exception:  # a bug must cost one event, never the daemon
                 log.exception("internal error while handling an event", event=type(event).__name__)
             self._update_status()
+            if not isinstance(event, QUIET_EVENTS) and not self._snapshot_pending:
+                self._snapshot_pending = True
+                self._schedule_once("status-snapshot", SNAPSHOT_DELAY_S, SnapshotDue())
         if self.stopping and self.exit_code is None:
             if self.session is not None:
                 await self.session.drain(2.0)
@@ -223,6 +237,10 @@ class App:
         if isinstance(event, RoomActivity):
             self.engine.rooms.touch(event.room, now)
             return
+        if isinstance(event, SessionEstablished):
+            self._connection = "connected"
+        elif isinstance(event, SessionLost):
+            self._connection = "connection lost; reconnecting"
         if isinstance(event, ENGINE_EVENTS):
             self._execute(self.engine.handle(event, now))  # type: ignore[arg-type]
             return
@@ -246,6 +264,9 @@ class App:
                 self._schedule_once("caps-refetch", CAPS_REFETCH_DELAY_S, ResyncDue("caps queried"))
             case WatchdogDue():
                 self.notifier.watchdog()
+            case SnapshotDue():
+                self._snapshot_pending = False
+                self._write_snapshot()
             case ConnectFailed(error, retry_in):
                 self._connection = f"cannot reach the server ({error}); retrying in {retry_in:.0f} s"
                 log.warning("connection failed", server=self._server_label(), error=error, retry_in=round(retry_in, 1))
@@ -253,6 +274,7 @@ class App:
                 self._connection = "connection lost; reconnecting"
                 log.warning("connection lost", error=error)
             case StreamResumed():
+                self._connection = "connected"
                 log.info("session resumed (XEP-0198): rooms stay joined")
             case LoginFailed(error):
                 log.error("login failed: the server refused the credentials", account=str(self.jid.bare()), error=error)
@@ -264,8 +286,6 @@ class App:
                     self.exit_code = EX_SOFTWARE
             case _:
                 log.warning("unknown event", event=repr(event)[:200])
-        if isinstance(event, SessionEstablished):
-            self._connection = "connected"
 
     def _execute(self, actions: list[A.Action]) -> None:
         session = self.session
@@ -340,6 +360,23 @@ class App:
         if text != self._status:
             self._status = text
             self.notifier.status(text)
+
+    def _write_snapshot(self, *, stopped: bool = False) -> None:
+        rooms = self.engine.rooms.snapshot()
+        for room in rooms:
+            room["occupants"] = self.engine.occupants.count(room["room"])
+        data = {
+            "pid": os.getpid(),
+            "account": str(self.jid),
+            "updated": time.time(),
+            "status": "stopped" if stopped else self._status,
+            "stopped": stopped,
+            "rooms": rooms,
+        }
+        try:
+            status_file.write_snapshot(status_file.snapshot_path(self.config.storage.state_dir), data)
+        except OSError as exc:
+            log.warning("cannot write the status file", error=str(exc))
 
     def _reload(self) -> None:
         from minimix.config import ConfigError, load_config

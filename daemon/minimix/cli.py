@@ -8,6 +8,7 @@ sysexits(3), so the unit can refuse to restart on ``EX_NOPERM`` and ``EX_CONFIG`
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from minimix import __version__
 from minimix import logging as minimix_logging
+from minimix import status as status_file
 from minimix.config import (
     Config,
     ConfigError,
@@ -28,6 +30,7 @@ EX_OK = os.EX_OK  # 0
 EX_SOFTWARE = os.EX_SOFTWARE  # 70: a bug (an unexpected exception)
 EX_NOPERM = os.EX_NOPERM  # 77: the server refused the credentials
 EX_CONFIG = os.EX_CONFIG  # 78: the configuration is unusable
+EX_NOT_RUNNING = 3  # `minimix status`: not running (as LSB's "program is not running")
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -64,7 +67,9 @@ def _parser() -> argparse.ArgumentParser:
 
     add("run", _run, "run the daemon in the foreground")
     add("check-config", _check_config, "check the configuration and the password source")
-    # later: "status [--json]" and "doctor"
+    status = add("status", _status, "show the running daemon's rooms and their state")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    # later: "doctor"
     return parser
 
 
@@ -96,6 +101,24 @@ def _check_config(args: argparse.Namespace) -> int:
         return _config_error(error)
     print(_summary(config))
     return EX_OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    """``minimix status``: what the daemon last wrote to its status file; exit 3 if not running."""
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        return _config_error(error)
+    path = status_file.snapshot_path(config.storage.state_dir)
+    data = status_file.read_snapshot(path)
+    if data is None:
+        print(f"minimix: no status in {path}: the daemon has not run with this configuration")
+        return EX_NOT_RUNNING
+    if args.json:
+        print(json.dumps({**data, "running": status_file.is_running(data)}, indent=1, sort_keys=True))
+    else:
+        print(status_file.format_status(data))
+    return EX_OK if status_file.is_running(data) else EX_NOT_RUNNING
 
 
 def _summary(config: Config) -> str:

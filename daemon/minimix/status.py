@@ -1,0 +1,77 @@
+"""The status snapshot: the daemon keeps ``status.json`` in its state directory current;
+``minimix status`` reads it (no connection to the daemon needed)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+FILENAME = "status.json"
+
+
+def snapshot_path(state_dir: Path) -> Path:
+    return state_dir / FILENAME
+
+
+def write_snapshot(path: Path, data: dict[str, Any]) -> None:
+    """Atomically: a reader never sees half a file."""
+    fd, tmp = tempfile.mkstemp(prefix=".status-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def read_snapshot(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def is_running(data: dict[str, Any]) -> bool:
+    pid = data.get("pid")
+    if not isinstance(pid, int) or data.get("stopped"):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def format_status(data: dict[str, Any], now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    age = max(0, round(now - float(data.get("updated", now))))
+    head = f"minimix {data.get('account', '?')}: "
+    if is_running(data):
+        head += f"running (pid {data['pid']}), {data.get('status', '?')} — updated {age} s ago"
+    else:
+        head += f"not running (last status {age} s ago: {data.get('status', '?')})"
+    rows = [("ROOM", "STATE", "NICK", "OCCUPANTS", "NOTE")]
+    for room in data.get("rooms", []):
+        note = room.get("reason") or ""
+        if room.get("retry_at"):
+            note = f"retry in {max(0, round(room['retry_at'] - now))} s" + (f": {note}" if note else "")
+        nick = room.get("nick") or ""
+        if room.get("wanted_nick") and room.get("wanted_nick") != nick and nick:
+            nick += f" (wants {room['wanted_nick']})"
+        rows.append((room["room"], room["state"], nick, str(room.get("occupants", "")), note))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = [head, ""] + [
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r[:4])) + "  " + r[4] for r in rows
+    ]
+    if len(rows) == 1:
+        lines.append("(no rooms)")
+    return "\n".join(line.rstrip() for line in lines)
