@@ -45,6 +45,7 @@ from minimix.core.room import RoomState
 from minimix.sdnotify import Notifier
 from minimix.xmpp.session import (
     Account,
+    BookmarkPush,
     CapsQueried,
     ClientStopped,
     ConnectFailed,
@@ -260,6 +261,8 @@ class App:
                 if self.session is not None and self.session.online and not self.stopping:
                     log.debug("bookmark resync", reason=reason)
                     self.session.fetch_bookmarks()
+            case BookmarkPush(complete):
+                self._poll_bookmarks(not complete)
             case CapsQueried():
                 self._schedule_once("caps-refetch", CAPS_REFETCH_DELAY_S, ResyncDue("caps queried"))
             case WatchdogDue():
@@ -320,6 +323,25 @@ class App:
                         session.move_bookmark(bookmark, venue, reason)
                 case _:
                     log.warning("unknown action", action=repr(action)[:200])
+
+    def _poll_bookmarks(self, on: bool) -> None:
+        """Poll where the server does not push every change (no retracts, legacy store).
+
+        Re-fetch-and-diff rather than a full-JID pubsub subscription (which would also
+        deliver retracts on ejabberd): a subscription persists on the server across
+        sessions, doubles every publish notification, and does nothing for the legacy
+        private-XML store, which has no notifications at all.
+        """
+        assert self.scheduler is not None
+        job = self.scheduler.get_job("bookmark-poll")
+        if on and job is None:
+            interval = float(self.config.bookmarks.poll_interval_s)
+            log.info("server does not push every bookmark change: polling", interval_s=interval)
+            self.scheduler.add_job(
+                self._post_async, "interval", seconds=interval, args=[ResyncDue("poll")], id="bookmark-poll"
+            )
+        elif not on and job is not None:
+            job.remove()
 
     # -- timers ---------------------------------------------------------------------------
 

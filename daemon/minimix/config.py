@@ -238,6 +238,11 @@ class BookmarksConfig:
         doc="Seconds between full re-fetches of the bookmarks (jittered).",
         check=_in_range(1),
     )
+    poll_interval_s: float = setting(
+        30.0,
+        doc="Re-fetch interval on servers that do not push every bookmark change (no #compat).",
+        check=_in_range(1),
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

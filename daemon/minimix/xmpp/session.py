@@ -85,6 +85,13 @@ class CapsQueried:
 
 
 @dataclass(frozen=True, slots=True)
+class BookmarkPush:
+    """Whether the server pushes every bookmark change (it announces #compat) or must be polled."""
+
+    complete: bool
+
+
+@dataclass(frozen=True, slots=True)
 class ClientStopped:
     error: str | None
 
@@ -389,6 +396,7 @@ class Session:
         info = await self._disco_client.query_info(self.own, require_fresh=True)
         self.server_features = frozenset(info.features)
         compat_store = NS_BOOKMARKS_COMPAT in self.server_features
+        self._post(BookmarkPush(compat_store))
         try:
             response = await self._pubsub.get_items(self.own, NS_BOOKMARKS)
         except aioxmpp.errors.XMPPCancelError as exc:
