@@ -431,6 +431,9 @@ def joining_error(room: Room, ev: PresenceError, ctx: Ctx) -> RoomState:
         if p.on_ban == "disable-autojoin":
             ctx.emit(A.DisableAutojoin(room.jid, f"join forbidden ({detail})"))
         return _give_up(room, ctx, f"banned: join forbidden ({detail})")
+    if cond == "gone":  # XEP-0045 §10.9: the room was destroyed
+        ctx.emit(A.DisableAutojoin(room.jid, f"the room is gone ({detail})"))
+        return _give_up(room, ctx, f"the room is gone: destroyed ({detail})")
     if cond in GIVE_UP_ON_JOIN_ERROR:
         return _give_up(room, ctx, f"{GIVE_UP_ON_JOIN_ERROR[cond]} ({detail})")
     return _backoff(room, ctx, f"join failed ({detail})")

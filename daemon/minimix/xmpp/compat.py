@@ -104,6 +104,25 @@ class _NoRawDumps(logging.Filter):
         return not (isinstance(record.msg, str) and record.msg.startswith(("RECV ", "SEND ")))
 
 
+# Also noise: every clean TLS close by the server (a restart) makes asyncio log "Fatal
+# read error on STARTTLS transport" with a ZeroReturnError traceback at ERROR, and aioxmpp
+# warns about each failed connection attempt and refused resumption, which minimix reports
+# itself, once, in its own words.  Those go to DEBUG.
+
+_DEMOTED = ("connection failed: ", "failed to resume stream")
+
+
+class _Demote(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.msg if isinstance(record.msg, str) else ""
+        exc = record.exc_info[1] if record.exc_info else None
+        if msg.startswith(_DEMOTED) or (
+            msg.startswith("Fatal read error") and isinstance(exc, OpenSSL.SSL.ZeroReturnError)
+        ):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
 # -- 5. TCP_NODELAY -------------------------------------------------------------------------
 # Defect: aioopenssl does not set TCP_NODELAY, which gives small stanzas a ~45 ms
 # tail (Nagle + delayed ACK).  Called after every stream establishment.
@@ -281,6 +300,8 @@ def apply() -> None:
     aioxmpp.presence.service.PresenceServer.make_stanza = _make_stanza_with_priority
     aioxmpp.protocol.XMLStream.connection_lost = _connection_lost
     logging.getLogger(XML_TRACE_LOGGER).addFilter(_NoRawDumps())
+    for name in ("asyncio", "aioxmpp.client"):
+        logging.getLogger(name).addFilter(_Demote())
     _lenient_legacy_bookmarks()
     _applied = True
 
