@@ -13,7 +13,7 @@ from .client import (
     parse_bookmark,
 )
 from .daemon import DaemonProcess, daemon_config, to_toml
-from .stanzas import NS, error_of, muc_codes, tostring
+from .stanzas import NS, el_of, error_of, muc_codes, tostring
 from .wait import DEFAULT_TIMEOUT, wait_until
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "StanzaError",
     "TestClient",
     "daemon_config",
+    "el_of",
     "error_of",
     "muc_codes",
     "parse_bookmark",

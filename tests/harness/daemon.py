@@ -207,6 +207,11 @@ class DaemonProcess:
                 )
             time.sleep(0.02)
 
+    def grep(self, pattern: str, since: int = 0) -> list[str]:
+        """The output lines (from index `since`) matching regex `pattern` (re.search)."""
+        rx = re.compile(pattern)
+        return [line for line in self.lines[since:] if rx.search(line)]
+
     def tail(self, n: int = 80) -> str:
         return "\n".join(self.lines[-n:]) or "(no output)"
 

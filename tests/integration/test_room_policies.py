@@ -247,7 +247,8 @@ def test_room_that_did_not_exist_is_not_created(setup, server):
     d.wait_log(rf"room={room} from=joining to=gave-up reason=\"the room did not exist")
     wait_until(lambda: not setup.editor.get_bookmarks()[room].autojoin, message="autojoin off")
     wait_until(
-        lambda: disco_error(setup.bob, room) in ("item-not-found", "gone"), message="room destroyed again"
+        lambda: disco_error(setup.bob, room) in ("item-not-found", "gone"),
+        message="room destroyed again",
     )
 
 

@@ -1,0 +1,153 @@
+"""Shared pieces of the daemon's integration tests.
+
+The daemon is only ever driven as a user drives it (a config file and the CLI) and judged
+from independent XMPP clients:
+
+- ``phone``: another resource of the daemon's account (slixmpp, advertising
+  ``urn:xmpp:bookmarks:1+notify``); it edits the bookmarks, as the user's phone would;
+- ``bob``: another account that creates the rooms (he is their owner, so the rooms show
+  him the real JID of every occupant) and watches the daemon's occupant come and go.
+
+The daemon's occupant is recognised by its real full JID (``account/minimix``), not by a
+nick, so a join under an unexpected nick is still seen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from harness import BOOKMARKS_NODE, DaemonProcess, TestClient, wait_until
+from servers import Account, XmppServer
+
+
+@dataclass
+class User:
+    """One daemon user: their account, their phone, their friend bob, their daemons."""
+
+    server: XmppServer
+    account: Account
+    phone: TestClient
+    bob: TestClient
+    _daemon: object = field(repr=False)
+    resource: str = "minimix"
+
+    @property
+    def full_jid(self) -> str:
+        return f"{self.account.jid}/{self.resource}"
+
+    # -- rooms -------------------------------------------------------------------------
+
+    def room(self, password: str | None = None, prefix: str = "room") -> str:
+        """A fresh room that exists (bob created it and stays in it as its owner)."""
+        room = self.server.new_room(prefix)
+        self.bob.join(room, "bob")
+        if password is not None:
+            self.set_room_password(room, password)
+        return room
+
+    def set_room_password(self, room: str, password: str) -> None:
+        """As the owner (ejabberd needs the flag as well as the secret)."""
+        self.bob.configure_room(
+            room,
+            {"muc#roomconfig_passwordprotectedroom": True, "muc#roomconfig_roomsecret": password},
+        )
+
+    def daemon_nick(self, room: str) -> str | None:
+        """The daemon's nick in `room` as bob sees it (by real JID), or None."""
+        for nick, occupant in self.bob.occupants(room).items():
+            if occupant.jid == self.full_jid:
+                return nick
+        return None
+
+    def wait_joined(self, room: str, nick: str | None = None, timeout: float | None = None) -> str:
+        """Wait until bob sees the daemon in `room` (under `nick`, if given); its nick."""
+
+        def joined():
+            current = self.daemon_nick(room)
+            return current if current is not None and nick in (None, current) else None
+
+        return wait_until(
+            joined,
+            timeout,
+            message=lambda: (
+                f"the daemon never joined {room} as {nick or 'any nick'}; "
+                f"bob sees {self._seen(room)}"
+            ),
+        )
+
+    def wait_left(self, room: str, timeout: float | None = None) -> None:
+        wait_until(
+            lambda: self.daemon_nick(room) is None,
+            timeout,
+            message=lambda: f"the daemon never left {room}; bob sees {self._seen(room)}",
+        )
+
+    def _seen(self, room: str) -> dict[str, str | None]:
+        return {n: o.jid for n, o in self.bob.occupants(room).items()}
+
+    def barrier(self, **bookmark) -> str:
+        """Publish an autojoin bookmark for a fresh room and wait for the daemon to join it.
+
+        The daemon handles what reaches it in order, so whatever reached it before this
+        bookmark's notification has been handled once this returns: the way to check that
+        something did *not* happen, without sleeping."""
+        room = self.room(prefix="barrier")
+        self.phone.publish_bookmark(room, **bookmark)
+        self.wait_joined(room)
+        return room
+
+    def settle(self) -> None:
+        """A round trip through the daemon, then one through bob: what the daemon sent
+        before answering the phone's ping has been processed by the server, and what that
+        sent bob has been read by bob's client."""
+        assert self.phone.ping(self.full_jid) == "result"
+        assert self.bob.ping(self.server.domain) == "result"
+
+    # -- the daemon ----------------------------------------------------------------------
+
+    def start(self, extra: dict | None = None, **kw) -> DaemonProcess:
+        """Start the daemon for this account (python -m minimix run --config FILE)."""
+        return self._daemon(self.server, self.account, extra=extra, resource=self.resource, **kw)
+
+    def start_as(self, account: Account, extra: dict | None = None, **kw) -> DaemonProcess:
+        """Start a daemon with other credentials (e.g. a wrong password)."""
+        return self._daemon(self.server, account, extra=extra, resource=self.resource, **kw)
+
+    def daemon_presences(self, type_: str | None = None) -> list:
+        """Presences the phone received from the daemon's resource (type_ "" = available)."""
+        return [
+            p
+            for p in self.phone.presences
+            if str(p["from"]) == self.full_jid and (type_ is None or p["type"] == type_)
+        ]
+
+    def wait_daemon_online(self, since: int = 0):
+        """Wait for the daemon's available presence, as the phone sees it."""
+        return self.phone.wait_presence(
+            lambda p: str(p["from"]) == self.full_jid and p["type"] != "unavailable",
+            since=since,
+            message=f"the phone never saw {self.full_jid} come online",
+        )
+
+
+@pytest.fixture
+def make_user(client, daemon):
+    """make_user(server) -> a User with a fresh account, a connected phone (whose caps the
+    server has queried, so +notify bookmark events reach it) and a connected bob."""
+
+    def make(server: XmppServer, notify: bool = True, account: Account | None = None) -> User:
+        account = account or server.new_account()
+        phone = client(server, account, "phone", notify=[BOOKMARKS_NODE] if notify else [])
+        if notify:
+            phone.wait_caps_queried()
+        bob = client(server, resource="bob")
+        return User(server, account, phone, bob, daemon)
+
+    return make
+
+
+@pytest.fixture
+def user(server, make_user) -> User:
+    return make_user(server)
