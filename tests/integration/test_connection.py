@@ -34,11 +34,6 @@ def test_wrong_password_exits_77_at_once_without_retrying(user):
     assert not user.daemon_presences()  # it never came online
 
 
-@pytest.mark.xfail(
-    reason="BUG: besides 'login failed … account=…', aioxmpp logs 'main failed' at error "
-    "level with a whole traceback of the FatalLoginError",
-    strict=True,
-)
 def test_wrong_password_says_so_in_one_clear_error_line_naming_the_account(user):
     d, rc, _ = wrong_password_run(user)
 

@@ -8,8 +8,6 @@ Two cases: the server's certificate comes from a CA the daemon does not trust
 
 from __future__ import annotations
 
-import pytest
-
 from harness import wait_until
 from servers import Account
 
@@ -72,13 +70,6 @@ def test_a_certificate_for_another_name_is_refused(server, daemon):
 
 # -- and it keeps trying -------------------------------------------------------------------------
 
-KEEPS_TRYING_BUG = (
-    "BUG: a TLS verification failure can crash the client instead of being retried: "
-    "aioopenssl's _tls_do_handshake raises InvalidStateError ('invalid state') out of "
-    "starttls when the handshake fails synchronously; MinimixClient._main does not catch "
-    "it, so 'XMPP client stopped unexpectedly' and exit 70, often at the first or second "
-    "attempt (timing-dependent)"
-)
 
 
 def _all_keep_trying(daemons, attempts: int = 3) -> None:
@@ -95,7 +86,7 @@ def _all_keep_trying(daemons, attempts: int = 3) -> None:
         assert d.running, f"the daemon exited with {d.returncode}:\n{d.tail(8)}"
 
 
-@pytest.mark.xfail(reason=KEEPS_TRYING_BUG, strict=True)
+
 def test_with_an_unknown_ca_the_daemon_keeps_trying(server, daemon):
     _all_keep_trying(
         [
@@ -109,6 +100,6 @@ def test_with_an_unknown_ca_the_daemon_keeps_trying(server, daemon):
     )
 
 
-@pytest.mark.xfail(reason=KEEPS_TRYING_BUG, strict=True)
+
 def test_with_a_certificate_for_another_name_the_daemon_keeps_trying(server, daemon):
     _all_keep_trying([daemon(server, mismatch_account(server)) for _ in range(3)])

@@ -109,17 +109,25 @@ class _NoRawDumps(logging.Filter):
 # warns about each failed connection attempt and refused resumption, which minimix reports
 # itself, once, in its own words.  Those go to DEBUG.
 
+# A certificate that fails verification adds two asyncio tracebacks ("Fatal error on tls
+# handshake", "Exception in callback …" from aioopenssl), and a refused login aioxmpp's "main
+# failed" traceback: minimix's own line says what happened.
+
 _DEMOTED = ("connection failed: ", "failed to resume stream")
+_TLS_NOISE = ("Fatal read error", "Fatal error on tls handshake", "Exception in callback")
 
 
 class _Demote(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.msg if isinstance(record.msg, str) else ""
         exc = record.exc_info[1] if record.exc_info else None
-        if msg.startswith(_DEMOTED) or (
-            msg.startswith("Fatal read error") and isinstance(exc, OpenSSL.SSL.ZeroReturnError)
+        if (
+            msg.startswith(_DEMOTED)
+            or (msg.startswith(_TLS_NOISE) and isinstance(exc, OpenSSL.SSL.Error | asyncio.InvalidStateError))
+            or (msg.startswith("main failed") and isinstance(exc, FatalLoginError))
         ):
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
         return True
 
 
@@ -241,9 +249,11 @@ class MinimixClient(aioxmpp.Client):
                 try:
                     await self._main_impl()
                 except aiosasl.AuthenticationFailure as exc:
+                    # The server said not-authorized; aiosasl then asks the password provider
+                    # again, ours declines, and the error reads "aborted by user".
                     if self.stream.sm_enabled:
                         self.stream.stop_sm()
-                    raise FatalLoginError(str(exc)) from exc
+                    raise FatalLoginError("the server refused the credentials (SASL)") from exc
                 except aiosasl.SASLError as exc:
                     # mechanism trouble, temporary-auth-failure…: worth another try
                     if self.stream.sm_enabled:
@@ -255,6 +265,9 @@ class MinimixClient(aioxmpp.Client):
                     ValueError,  # the domain has no XMPP service (yet): DNS may change
                     dns.resolver.NoNameservers,
                     OpenSSL.SSL.Error,
+                    # aioopenssl sets the handshake waiter twice when verification fails on
+                    # the first handshake step; that surfaces here instead of the TLS error.
+                    asyncio.InvalidStateError,
                     aioxmpp.errors.StreamError,
                     aioxmpp.errors.StreamNegotiationFailure,
                     aioxmpp.errors.SecurityNegotiationFailure,
