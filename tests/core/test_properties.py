@@ -104,6 +104,8 @@ class RoomsMachine(RuleBasedStateMachine):
                 case A.DisableAutojoin(room, reason) if "banned" in reason or "forbidden" in reason:
                     self.banned.add(room)
         for room in self.rooms:
+            if room.state is RoomState.JOINED:
+                self.not_before.pop(room.jid, None)  # in again: the backoff is over
             if room.state is RoomState.BACKOFF and room.retry_at is not None:
                 self.not_before[room.jid] = max(self.not_before.get(room.jid, 0.0), room.retry_at)
             if room.state is RoomState.GAVE_UP and room.reason and room.reason.startswith("banned"):

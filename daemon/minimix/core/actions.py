@@ -89,3 +89,57 @@ class Note(Action):
     level: str  # "debug" | "info" | "warning" | "error"
     event: str
     fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Relay(Action):
+    """Forward a room message to some of the user's clients (one stanza each)."""
+
+    room: str
+    deliveries: tuple[tuple[str, str], ...]  # (resource, id of the relay stanza)
+    text: str  # the readable fallback body: "[room] nick: text"
+    ref: object  # the original stanza, forwarded whole
+    private: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Reply(Action):
+    """Answer one of the user's clients (a chat message, or the ad-hoc result for ``token``)."""
+
+    resource: str
+    text: str
+    token: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class SendToRoom(Action):
+    """Post in a room for one of the user's clients (``nick``: a private message)."""
+
+    room: str
+    text: str
+    origin_id: str
+    nick: str | None = None
+    reply_to: tuple[str, str] | None = None  # XEP-0461 (occupant JID, archive id) of the original
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateBookmark(Action):
+    """Change (or create) a room's bookmark; None leaves a field as it is."""
+
+    room: str
+    autojoin: bool | None = None
+    nick: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SaveClient(Action):
+    resource: str
+    settings: object  # minimix.core.relay.ClientSettings
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorPresence(Action):
+    """Show the user's presence on the account's occupant in every room."""
+
+    show: str
+    status: str | None

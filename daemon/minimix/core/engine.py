@@ -12,7 +12,11 @@ from collections.abc import Mapping
 
 from minimix.core import actions as A
 from minimix.core.bookmarks import Bookmark, BookmarkSet, wants
+from minimix.core.clients import Clients
 from minimix.core.events import (
+    ClientCommand,
+    ClientPresence,
+    ClientText,
     LegacyBookmarksLoaded,
     OccupantGone,
     OccupantLeft,
@@ -21,8 +25,11 @@ from minimix.core.events import (
     PepBookmarkRetracted,
     PepBookmarksLoaded,
     RoomEvent,
+    RoomMessage,
     SessionEstablished,
     SessionLost,
+    TimerFired,
+    TimerKind,
     Unwanted,
 )
 from minimix.core.occupants import Occupant, Occupants
@@ -41,6 +48,10 @@ AccountEvent = (
     | LegacyBookmarksLoaded
     | OccupantPresent
     | OccupantLeft
+    | ClientPresence
+    | RoomMessage
+    | ClientText
+    | ClientCommand
 )
 
 
@@ -51,16 +62,30 @@ class Engine:
         default_nick: str,
         policy: RoomPolicy | None = None,
         rng: random.Random | None = None,
+        relay_globs: Mapping[str, str] | None = None,
+        offline_status: str = "not connected",
     ) -> None:
         self.default_nick = default_nick
+        rng = rng or random.Random()
         self.bookmarks = BookmarkSet()
         self.effective: dict[str, Bookmark] = {}
         self.rooms = Rooms(policy, rng)
         self.occupants = Occupants()
+        self.clients = Clients(self, rng, dict(relay_globs or {}), offline_status)
         self.stopping = False
 
     def handle(self, event: AccountEvent | RoomEvent, now: float) -> list[A.Action]:
         match event:
+            case RoomMessage():
+                return self.clients.room_message(event, now)
+            case TimerFired("", TimerKind.PRESENCE):
+                return self.clients.presence_due()
+            case ClientPresence():
+                return self.clients.presence(event, now)
+            case ClientText():
+                return self.clients.text(event, now)
+            case ClientCommand():
+                return self.clients.command(event, now)
             case RoomEvent():
                 actions = self.rooms.handle(event, now)
                 room = self.rooms.get(event.room)
@@ -78,9 +103,10 @@ class Engine:
                     self.occupants.gone(room, nick)
                 return self.rooms.handle(OccupantGone(room, nick), now)
             case SessionEstablished():
-                return self.rooms.session_established(now)
+                return self.clients.session_established(now) + self.rooms.session_established(now)
             case SessionLost():
                 self.occupants.clear_all()
+                self.clients.session_lost()
                 return self.rooms.session_lost(now)
             case PepBookmarksLoaded(items):
                 self.bookmarks.load_pep(items)

@@ -20,6 +20,7 @@ class TimerKind(enum.Enum):
     REJOIN = "rejoin"
     REGAIN = "regain"
     SELF_PING = "self-ping"
+    PRESENCE = "presence"  # account-level (room ""): mirror the user's presence into the rooms
 
 
 class PingOutcome(enum.Enum):
@@ -188,3 +189,49 @@ class OccupantLeft:
     room: str
     nick: str
     new_nick: str | None = None
+
+
+# -- the user's own clients -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClientPresence:
+    """Presence of another resource of the account (one of the user's clients)."""
+
+    resource: str
+    available: bool
+    show: str = "available"  # chat | available | away | xa | dnd
+    status: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RoomMessage:
+    """A message from a room: groupchat, or a private message to the account's occupant."""
+
+    room: str
+    nick: str | None
+    body: str | None
+    subject: str | None = None
+    private: bool = False
+    stanza_id: str | None = None  # the room's archive id (XEP-0359 by=room)
+    origin_id: str | None = None
+    message_id: str | None = None
+    ref: object = None  # the stanza itself, opaque to the core: relays forward it whole
+
+
+@dataclass(frozen=True, slots=True)
+class ClientText:
+    """A chat message from one of the user's clients to the daemon."""
+
+    resource: str
+    text: str
+    reply_to: str | None = None  # XEP-0461: the id of the relay it answers (quote removed)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCommand:
+    """A command from one of the user's clients through an ad-hoc form (XEP-0050)."""
+
+    resource: str
+    command: object  # minimix.core.commands.Command
+    token: object = None  # handed back with the reply
