@@ -304,11 +304,14 @@ def test_no_password_source(write, tmp_path: Path) -> None:
 
 
 def documented_keys(text: str) -> set[str]:
-    """``section.key`` for every ``key = …`` line, commented out or not, under ``[section]``."""
+    """``section.key`` for every ``key = …`` line, commented out or not, under ``[section]``,
+    and for every ``[section.key]`` table header (a key whose value is a table)."""
     keys, section = set(), ""
     for line in text.splitlines():
         if header := re.fullmatch(r"\[(\w+)\]", line):
             section = header[1]
+        elif table := re.fullmatch(r"#?\s*\[(\w+)\.(\w+)\]", line):
+            keys.add(f"{table[1]}.{table[2]}")
         elif assignment := re.match(r"#? ?(\w+) = ", line):
             keys.add(f"{section}.{assignment[1]}")
     return keys

@@ -29,6 +29,9 @@ from minimix.core import actions as A
 from minimix.core.backoff import backoff_delay
 from minimix.core.engine import Engine
 from minimix.core.events import (
+    ClientCommand,
+    ClientPresence,
+    ClientText,
     LegacyBookmarksLoaded,
     OccupantLeft,
     OccupantPresent,
@@ -36,6 +39,7 @@ from minimix.core.events import (
     PepBookmarkRetracted,
     PepBookmarksLoaded,
     RoomEvent,
+    RoomMessage,
     SessionEstablished,
     SessionLost,
     TimerFired,
@@ -43,6 +47,8 @@ from minimix.core.events import (
 from minimix.core.policy import RoomPolicy
 from minimix.core.room import RoomState
 from minimix.sdnotify import Notifier
+from minimix.store import FILENAME as STORE_FILENAME
+from minimix.store import Store
 from minimix.xmpp.session import (
     Account,
     BookmarkPush,
@@ -92,11 +98,12 @@ class SnapshotDue:
     pass
 
 
-QUIET_EVENTS = (RoomActivity, WatchdogDue, SnapshotDue)  # events that change nothing `status` shows
+QUIET_EVENTS = (RoomActivity, RoomMessage, WatchdogDue, SnapshotDue)  # events that change nothing `status` shows
 SNAPSHOT_DELAY_S = 0.5
 
 ENGINE_EVENTS = (
     RoomEvent,
+    RoomMessage,
     SessionEstablished,
     SessionLost,
     PepBookmarksLoaded,
@@ -105,6 +112,10 @@ ENGINE_EVENTS = (
     LegacyBookmarksLoaded,
     OccupantPresent,
     OccupantLeft,
+    ClientPresence,
+    RoomMessage,
+    ClientText,
+    ClientCommand,
 )
 
 
@@ -130,7 +141,14 @@ class App:
         jid = aioxmpp.JID.fromstr(acc.jid).replace(resource=acc.resource)
         self.jid = jid
         self.rng = random.Random()
-        self.engine = Engine(default_nick=default_nick(config, jid), policy=room_policy(config), rng=self.rng)
+        self.engine = Engine(
+            default_nick=default_nick(config, jid),
+            policy=room_policy(config),
+            rng=self.rng,
+            relay_globs=config.relay.clients,
+            offline_status=config.presence.offline_status,
+        )
+        self.store: Store | None = None
         self.account = Account(
             jid,
             password,
@@ -176,7 +194,12 @@ class App:
         )
         if (interval := self.notifier.watchdog_interval()) is not None:
             self.scheduler.add_job(self._post_async, "interval", seconds=interval, args=[WatchdogDue()], id="watchdog")
-        self.session = Session(self.account, self.post, reconnect_delay=self._reconnect_delay)
+        self.session = Session(
+            self.account,
+            self.post,
+            reconnect_delay=self._reconnect_delay,
+            rooms=lambda: sorted({*self.engine.effective, *self.engine.rooms.rooms}),
+        )
         log.info("starting", jid=str(self.jid), server=self._server_label())
         self.session.start()
         self.notifier.ready()
@@ -188,6 +211,8 @@ class App:
             await self.session.stop()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
+            if self.store is not None:
+                self.store.close()
         self._write_snapshot(stopped=True)
         log.info("stopped", exit_code=self.exit_code)
         return self.exit_code if self.exit_code is not None else EX_OK
@@ -195,6 +220,12 @@ class App:
     def _prepare_state_dir(self) -> None:
         state_dir = self.config.storage.state_dir
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+        def moved_aside(reason: str, moved: object) -> None:
+            log.error("the store was unreadable: moved aside, starting a fresh one", reason=reason, moved_to=str(moved))
+
+        self.store = Store(state_dir / STORE_FILENAME, on_reset=moved_aside)
+        self.engine.clients.settings.update(self.store.load_clients())
 
     def _server_label(self) -> str:
         acc = self.account
@@ -317,10 +348,31 @@ class App:
                     self._disarm(f"{kind.value}:{room}")
                 case A.DisableAutojoin(room, reason):
                     if (bookmark := self.engine.bookmark(room)) is not None:
-                        session.disable_autojoin(bookmark, reason)
+                        session.change_bookmark(bookmark, room, autojoin=False, reason=reason)
                 case A.MoveBookmark(room, venue, reason):
                     if (bookmark := self.engine.bookmark(room)) is not None:
-                        session.move_bookmark(bookmark, venue, reason)
+                        session.change_bookmark(bookmark, room, venue=venue, reason=reason)
+                case A.UpdateBookmark(room, autojoin, nick):
+                    session.change_bookmark(
+                        self.engine.bookmark(room), room, autojoin=autojoin, nick=nick, reason="asked by a client"
+                    )
+                case A.Relay():
+                    session.relay(action)
+                case A.Reply(resource, text, token):
+                    if isinstance(token, asyncio.Future):
+                        if not token.done():
+                            token.set_result(text)
+                    else:
+                        session.reply(resource, text)
+                case A.SendToRoom():
+                    session.send_to_room(action)
+                case A.SaveClient(resource, settings):
+                    assert self.store is not None
+                    self.store.save_client(resource, settings)  # type: ignore[arg-type]
+                    log.info("client settings saved", client=resource)
+                case A.MirrorPresence(show, status):
+                    joined = [(r.jid, r.nick) for r in self.engine.rooms if r.state is RoomState.JOINED and r.nick]
+                    session.mirror_presence(show, status, joined)
                 case _:
                     log.warning("unknown action", action=repr(action)[:200])
 

@@ -245,6 +245,32 @@ class BookmarksConfig:
     )
 
 
+def _relay_modes(value: dict[str, str]) -> None:
+    for pattern, mode in value.items():
+        if mode not in ("all", "mentions", "off"):
+            raise ValueError(f"{pattern!r}: must be one of 'all', 'mentions', 'off', got {mode!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RelayConfig:
+    """``[relay]``: room traffic for the user's own clients."""
+
+    clients: dict[str, str] = setting(
+        default_factory=dict,
+        doc="Resource glob → relay mode, for clients that never send a command.",
+        check=_relay_modes,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class PresenceConfig:
+    """``[presence]``: what the rooms see of the user."""
+
+    offline_status: str = setting(
+        "not connected", doc="Status text (with show xa) in rooms while none of your clients is online."
+    )
+
+
 @dataclass(frozen=True, kw_only=True)
 class StorageConfig:
     """``[storage]``: where state is kept."""
@@ -270,6 +296,8 @@ class Config:
     account: AccountConfig
     rooms: RoomsConfig = field(default_factory=RoomsConfig)
     bookmarks: BookmarksConfig = field(default_factory=BookmarksConfig)
+    relay: RelayConfig = field(default_factory=RelayConfig)
+    presence: PresenceConfig = field(default_factory=PresenceConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
@@ -364,6 +392,10 @@ def _convert(value: Any, tp: Any, base: Path) -> Any:
         if value not in choices:
             raise ValueError(f"must be one of {', '.join(map(repr, choices))}, got {value!r}")
         return value
+    if origin is dict:  # dict[str, X] from a table
+        _expect(value, dict)
+        (_key, item) = typing.get_args(tp)
+        return {str(k): _convert(v, item, base) for k, v in value.items()}
     if origin is tuple:  # tuple[X, ...] from an array
         _expect(value, list)
         (item, _ellipsis) = typing.get_args(tp)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,34 +23,48 @@ import aioxmpp.disco.xso as disco_xso
 import aioxmpp.entitycaps.caps115 as caps115
 import aioxmpp.entitycaps.xso as caps_xso
 import aioxmpp.errors
+import aioxmpp.misc
 import aioxmpp.muc.xso as muc_xso
 import aioxmpp.ping
 import aioxmpp.private_xml
 import structlog
 
+from minimix.core import actions as A
 from minimix.core.bookmarks import Bookmark, RawItem, Source
 from minimix.core.events import (
+    ClientPresence,
+    ClientText,
     LegacyBookmarksLoaded,
     PepBookmarkPublished,
     PepBookmarkRetracted,
     PepBookmarksLoaded,
     PingOutcome,
     ReservedNickFound,
+    RoomMessage,
     SelfAvailable,
     SelfPingAnswered,
     SessionEstablished,
     SessionLost,
 )
 from minimix.xmpp import compat, muc
+from minimix.xmpp.adhoc import AdhocCommands
 from minimix.xmpp.xso import (
     CAPS_NODE,
     NS_BOOKMARKS,
     NS_BOOKMARKS_COMPAT,
     NS_CAPS,
+    NS_FORWARD,
     NS_MUC,
+    NS_REPLY,
+    CarbonsPrivate,
     Conference,
+    Fallback,
+    NoCopy,
+    NoStore,
+    Reply,
     node_config,
     publish_options,
+    strip_fallback,
 )
 
 log = structlog.get_logger("minimix.xmpp")
@@ -97,6 +112,25 @@ class ClientStopped:
 
 
 @dataclass(frozen=True, slots=True)
+class Change:
+    """A change to one bookmark; None leaves a field as it is."""
+
+    autojoin: bool | None = None
+    nick: str | None = None
+    venue: str | None = None
+
+    def describe(self) -> str:
+        parts = []
+        if self.autojoin is not None:
+            parts.append(f"autojoin {'on' if self.autojoin else 'off'}")
+        if self.nick is not None:
+            parts.append(f"nick {self.nick}")
+        if self.venue is not None:
+            parts.append(f"moved to {self.venue}")
+        return ", ".join(parts) or "none"
+
+
+@dataclass(frozen=True, slots=True)
 class Account:
     jid: aioxmpp.JID  # full JID: bare account JID + resource
     password: str
@@ -108,6 +142,15 @@ class Account:
 # XEP-0410 §4: how to read the answer to a self-ping.
 _STILL_JOINED = {"service-unavailable", "feature-not-implemented"}
 _UNDECIDED = {"remote-server-not-found", "remote-server-timeout"}
+
+
+SHOW_OF = {
+    "available": aioxmpp.PresenceShow.NONE,
+    "chat": aioxmpp.PresenceShow.CHAT,
+    "away": aioxmpp.PresenceShow.AWAY,
+    "xa": aioxmpp.PresenceShow.XA,
+    "dnd": aioxmpp.PresenceShow.DND,
+}
 
 
 def ping_outcome(condition: str | None) -> PingOutcome:
@@ -197,6 +240,7 @@ class Session:
         post: Callable[[object], None],
         *,
         reconnect_delay: Callable[[int], float],
+        rooms: Callable[[], list[str]] = list,
     ) -> None:
         self.account = account
         self.own = account.jid.bare()
@@ -205,6 +249,10 @@ class Session:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._nicks: dict[str, str] = {}  # room → the nick we hold or try there
         self._pep_payloads: dict[str, Conference] = {}  # XEP-0402 items as last seen, kept whole
+        self._rooms = rooms  # the rooms the user may pick from in ad-hoc forms
+        self._legacy_count = 0
+        self._awaiting_subject: set[str] = set()  # joins whose subject (the end of the join) is due
+        self._room_show: tuple[aioxmpp.PresenceShow, str | None] = (aioxmpp.PresenceShow.NONE, None)
         self.client: compat.MinimixClient | None = None
         self.server_features: frozenset[str] = frozenset()
         self._destroyed_since_suspend = False
@@ -251,7 +299,15 @@ class Session:
         self._private = client.summon(aioxmpp.private_xml.PrivateXMLService)
         self._presence = client.summon(aioxmpp.PresenceServer)
         self._presence.set_presence(aioxmpp.PresenceState(True), {None: "minimix"}, priority=-1)
+        AdhocCommands(client, self._post, self._rooms, self.is_own_client)
         self._setup_caps(disco, client)
+
+    def is_own_client(self, peer: aioxmpp.JID | None) -> bool:
+        """Another resource of our own account: one of the user's clients (never us)."""
+        if peer is None or not peer.resource or peer.bare() != self.own:
+            return False
+        me = self.client.local_jid if self.client is not None else self.account.jid
+        return peer != me
 
     def _setup_caps(self, disco: aioxmpp.DiscoServer, client: aioxmpp.Client) -> None:
         """XEP-0115 caps with a ver of our own, so the server's query can be noticed.
@@ -342,6 +398,9 @@ class Session:
         sender = presence.from_
         if sender is None:
             return presence
+        if self.is_own_client(sender):
+            self._client_presence(sender.resource, presence)
+            return None
         room = str(sender.bare())
         if room not in self._nicks:
             return presence
@@ -356,16 +415,62 @@ class Session:
             self._post(event)
         return None
 
+    def _client_presence(self, resource: str, presence: aioxmpp.Presence) -> None:
+        available = presence.type_ == aioxmpp.PresenceType.AVAILABLE
+        status = presence.status.any() if presence.status else None
+        show = muc.SHOW.get(presence.show, "available")
+        self._post(ClientPresence(resource, available, show, status))
+
     def _inbound_message(self, message: aioxmpp.Message) -> aioxmpp.Message | None:
+        """Room traffic and the user's clients' messages become events; the rest is dropped.
+
+        Strangers get nothing back (the daemon must not reflect anything to them), and a
+        forwarded or carbon-copied stanza is never taken for a live one.
+        """
         sender = message.from_
-        if (
-            sender is not None
-            and message.type_ in (aioxmpp.MessageType.GROUPCHAT, aioxmpp.MessageType.ERROR)
-            and str(sender.bare()) in self._nicks
-        ):
-            self._post(RoomActivity(str(sender.bare())))
+        if sender is None:
             return None
-        return message
+        room = str(sender.bare())
+        kind = message.type_
+        if room in self._nicks:
+            if kind == aioxmpp.MessageType.GROUPCHAT:
+                self._room_message(room, message, private=False)
+            elif kind in (aioxmpp.MessageType.CHAT, aioxmpp.MessageType.NORMAL) and sender.resource:
+                self._room_message(room, message, private=True)
+            else:
+                self._post(RoomActivity(room))
+            return None
+        if self.is_own_client(sender) and kind in (aioxmpp.MessageType.CHAT, aioxmpp.MessageType.NORMAL):
+            body = message.body.any() if message.body else None
+            if body is not None:
+                reply = message.minimix_reply
+                if reply is not None and reply.id_:
+                    self._post(ClientText(sender.resource, strip_fallback(body, message, NS_REPLY), reply.id_))
+                else:
+                    self._post(ClientText(sender.resource, body))
+        return None
+
+    def _room_message(self, room: str, message: aioxmpp.Message, *, private: bool) -> None:
+        subject = message.subject.any() if message.subject else None
+        body = message.body.any() if message.body else None
+        if subject is not None and body is None and room in self._awaiting_subject:
+            self._awaiting_subject.discard(room)  # the subject that ends our join: not news
+            self._post(RoomActivity(room))
+            return
+        origin = message.xep0359_origin_id
+        self._post(
+            RoomMessage(
+                room,
+                message.from_.resource,
+                body,
+                subject,
+                private=private,
+                stanza_id=next((s.id_ for s in message.xep0359_stanza_ids if s.by is not None and str(s.by) == room), None),
+                origin_id=origin.id_ if origin is not None else None,
+                message_id=message.id_,
+                ref=message,
+            )
+        )
 
     def _on_item_published(self, jid: aioxmpp.JID, node: str, item: Any, *, message: Any = None) -> None:
         if node != NS_BOOKMARKS:
@@ -411,7 +516,9 @@ class Session:
         self._post(PepBookmarksLoaded(items))
         if not compat_store:
             # Without #compat the legacy store is separate (or the only one): read it too.
-            self._post(LegacyBookmarksLoaded(await self._fetch_legacy()))
+            legacy = await self._fetch_legacy()
+            self._legacy_count = len(legacy)
+            self._post(LegacyBookmarksLoaded(legacy))
 
     async def _fetch_legacy(self) -> tuple[RawItem, ...]:
         try:
@@ -431,45 +538,61 @@ class Session:
         if item_id and isinstance(payload, Conference):
             self._pep_payloads[item_id] = payload
 
-    def disable_autojoin(self, bookmark: Bookmark, reason: str) -> None:
-        """Rewrite the bookmark with autojoin off, every other field kept (XEP-0402 §3.1)."""
-        self._spawn(self._rewrite(bookmark, None, reason), f"disable autojoin of {bookmark.room}")
+    def change_bookmark(
+        self,
+        bookmark: Bookmark | None,
+        room: str,
+        *,
+        autojoin: bool | None = None,
+        nick: str | None = None,
+        venue: str | None = None,
+        reason: str,
+    ) -> None:
+        """Change a bookmark in the store it came from (a new one: where the others live).
 
-    def move_bookmark(self, bookmark: Bookmark, venue: str, reason: str) -> None:
-        """Replace the bookmark by one for ``venue``: same name, nick, extensions."""
-        self._spawn(self._rewrite(bookmark, venue, reason), f"move bookmark {bookmark.room} to {venue}")
+        Every field not changed is kept, ``<extensions/>`` and unknown children included
+        (XEP-0402 §3.1).  ``venue``: move the bookmark to that room (same name, nick,
+        extensions; not the old room's password).
+        """
+        change = Change(autojoin, nick, venue)
+        self._spawn(self._change(bookmark, room, change, reason), f"update bookmark {room}")
 
-    async def _rewrite(self, bookmark: Bookmark, venue: str | None, reason: str) -> None:
-        if bookmark.source is Source.PEP:
-            await self._rewrite_pep(bookmark, venue)
+    async def _change(self, bookmark: Bookmark | None, room: str, change: Change, reason: str) -> None:
+        source = bookmark.source if bookmark is not None else self._new_bookmark_store()
+        if source is Source.PEP:
+            await self._change_pep(bookmark, room, change)
         else:
-            await self._rewrite_legacy(bookmark, venue)
+            await self._change_legacy(room, change)
             self.fetch_bookmarks()  # private XML pushes nothing: read the result back
-        log.info(
-            "bookmark updated",
-            room=bookmark.room,
-            store=bookmark.source.value,
-            change=f"moved to {venue}" if venue else "autojoin off",
-            reason=reason,
-        )
+        log.info("bookmark updated", room=room, store=source.value, change=change.describe(), reason=reason)
 
-    async def _rewrite_pep(self, bookmark: Bookmark, venue: str | None) -> None:
-        old = self._pep_payloads.get(bookmark.item_id)
+    def _new_bookmark_store(self) -> Source:
+        """Where a new bookmark goes: XEP-0402, unless the account's bookmarks are all legacy."""
+        if NS_BOOKMARKS_COMPAT in self.server_features or self._pep_payloads or not self._legacy_count:
+            return Source.PEP
+        return Source.LEGACY
+
+    async def _change_pep(self, bookmark: Bookmark | None, room: str, change: Change) -> None:
+        item_id = bookmark.item_id if bookmark is not None else room
+        old = self._pep_payloads.get(item_id)
         payload = Conference()
         if old is not None:  # keep everything we do not change, unknown children included
             payload.name, payload.autojoin, payload.nick = old.name, old.autojoin, old.nick
             payload.password, payload.extensions = old.password, old.extensions
             payload.unknown[:] = old.unknown
-        else:
+        elif bookmark is not None:
             payload.name, payload.nick, payload.password = bookmark.name, bookmark.nick, bookmark.password
             payload.autojoin = "true" if bookmark.autojoin else "false"
-        if venue is None:
-            payload.autojoin = "false"
-            await self.publish_bookmark(bookmark.item_id, payload)
-        else:
-            payload.password = None  # the password of the old room is not the new one's
-            await self.publish_bookmark(venue, payload)
-            await self._pubsub.retract(None, NS_BOOKMARKS, bookmark.item_id, notify=True)
+        if change.autojoin is not None:
+            payload.autojoin = "true" if change.autojoin else "false"
+        if change.nick is not None:
+            payload.nick = change.nick
+        if change.venue is None:
+            await self.publish_bookmark(item_id, payload)
+            return
+        payload.password = None  # the password of the old room is not the new one's
+        await self.publish_bookmark(change.venue, payload)
+        await self._pubsub.retract(None, NS_BOOKMARKS, item_id, notify=True)
 
     async def publish_bookmark(self, item_id: str, payload: Conference) -> None:
         """Publish one XEP-0402 item without ever losing the others.
@@ -504,30 +627,103 @@ class Session:
         if value is not None and value.isdigit() and int(value) < 2:
             log.error("the bookmark node keeps only one item: other bookmarks may be lost", max_items=value)
 
-    async def _rewrite_legacy(self, bookmark: Bookmark, venue: str | None) -> None:
+    async def _change_legacy(self, room: str, change: Change) -> None:
+        """Read-modify-write the whole XEP-0048 list (that is how it works; keep it short)."""
         result = await self._private.get_private_xml(legacy_xso.Storage())
         storage = result.registered_payload
         if not isinstance(storage, legacy_xso.Storage):
-            return
-        for conference in storage.bookmarks:
-            if isinstance(conference, legacy_xso.Conference) and normalise_room(conference.jid)[0] == bookmark.room:
-                if venue is None:
-                    conference.autojoin = "false"
-                else:
-                    conference.jid, conference.password = venue, None
+            storage = legacy_xso.Storage()
+        entries = [
+            c for c in storage.bookmarks
+            if isinstance(c, legacy_xso.Conference) and normalise_room(c.jid)[0] == room
+        ]
+        if not entries:
+            entry = legacy_xso.Conference(None, room, autojoin="false")
+            storage.bookmarks.append(entry)
+            entries = [entry]
+        for entry in entries:
+            if change.autojoin is not None:
+                entry.autojoin = "true" if change.autojoin else "false"
+            if change.nick is not None:
+                entry.nick = change.nick
+            if change.venue is not None:
+                entry.jid, entry.password = change.venue, None
         await self._private.set_private_xml(storage)
 
     # -- rooms -----------------------------------------------------------------------------
 
     def join(self, room: str, nick: str, password: str | None) -> None:
         self._nicks[room] = nick
-        self._enqueue(muc.join_presence(aioxmpp.JID.fromstr(room), nick, password))
+        self._awaiting_subject.add(room)
+        self._enqueue(self._shown(muc.join_presence(aioxmpp.JID.fromstr(room), nick, password)))
 
     def leave(self, room: str, nick: str, status: str | None) -> None:
         self._enqueue(muc.leave_presence(aioxmpp.JID.fromstr(room), nick, status))
 
     def change_nick(self, room: str, nick: str) -> None:
-        self._enqueue(muc.nick_presence(aioxmpp.JID.fromstr(room), nick))
+        self._enqueue(self._shown(muc.nick_presence(aioxmpp.JID.fromstr(room), nick)))
+
+    def _shown(self, presence: aioxmpp.Presence) -> aioxmpp.Presence:
+        """Our presence in rooms carries the user's show and status (mirrored)."""
+        show, status = self._room_show
+        presence.show = show
+        if status:
+            presence.status[None] = status
+        return presence
+
+    def mirror_presence(self, show: str, status: str | None, occupants: list[tuple[str, str]]) -> None:
+        self._room_show = (SHOW_OF.get(show, aioxmpp.PresenceShow.NONE), status)
+        for room, nick in occupants:
+            self._enqueue(self._shown(muc.nick_presence(aioxmpp.JID.fromstr(room), nick)))
+
+    # -- relays and replies ----------------------------------------------------------------
+
+    def relay(self, action: A.Relay) -> None:
+        """One chat message per client: a readable fallback body, the original forwarded whole.
+
+        ``<private/>`` + ``<no-copy/>``: no carbon copies to clients that did not opt in.
+        ``<no-store/>``: not archived in the account's MAM, where every MAM-syncing client
+        (Conversations, Gajim, Dino) would fetch every relay meant for another client.
+        """
+        original = action.ref
+        if not isinstance(original, aioxmpp.Message):
+            return
+        forwarded = aioxmpp.misc.Forwarded()
+        delay = aioxmpp.misc.Delay()
+        delays = original.xep0203_delay
+        delay.stamp = delays[0].stamp if delays else datetime.datetime.now(datetime.UTC)
+        forwarded.delay = delay
+        forwarded.stanza = original
+        for resource, relay_id in action.deliveries:
+            self._enqueue(self._to_client(resource, action.text, relay_id, forwarded))
+
+    def reply(self, resource: str, text: str) -> None:
+        self._enqueue(self._to_client(resource, text, None, None))
+
+    def _to_client(self, resource: str, text: str, id_: str | None, forwarded: Any) -> aioxmpp.Message:
+        message = aioxmpp.Message(type_=aioxmpp.MessageType.CHAT, to=self.own.replace(resource=resource), id_=id_)
+        message.body[None] = text
+        if forwarded is not None:
+            message.minimix_fallbacks.append(Fallback(NS_FORWARD))
+            message.minimix_forwarded = forwarded
+        message.minimix_private = CarbonsPrivate()
+        message.minimix_no_copy = NoCopy()
+        message.minimix_no_store = NoStore()
+        return message
+
+    def send_to_room(self, action: A.SendToRoom) -> None:
+        room = aioxmpp.JID.fromstr(action.room)
+        if action.nick:  # a private message to one occupant (XEP-0045 §7.5)
+            message = aioxmpp.Message(type_=aioxmpp.MessageType.CHAT, to=room.replace(resource=action.nick))
+            message.xep0045_muc_user = muc_xso.UserExt()
+        else:
+            message = aioxmpp.Message(type_=aioxmpp.MessageType.GROUPCHAT, to=room)
+        message.id_ = action.origin_id
+        message.body[None] = action.text
+        message.xep0359_origin_id = aioxmpp.misc.OriginID(action.origin_id)
+        if action.reply_to is not None:
+            message.minimix_reply = Reply(*action.reply_to)
+        self._enqueue(message)
 
     def self_ping(self, room: str, nick: str, timeout: float) -> None:
         async def ping() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import aioxmpp
 import aioxmpp.forms
+import aioxmpp.misc
 import aioxmpp.pubsub.xso as pubsub_xso
 import aioxmpp.xso as xso
 
@@ -75,3 +76,87 @@ def _form(form_type: str, fields: list[tuple[str, str]]) -> aioxmpp.forms.Data:
     for var, value in fields:
         data.fields.append(F.Field(var=var, values=[value]))
     return data
+
+
+# -- relays -----------------------------------------------------------------------------------
+# Children aioxmpp 0.13.3 has no XSOs for, attached to aioxmpp.Message the way aioxmpp
+# attaches its own (Message.xep0280_sent = xso.Child([...])).
+
+NS_FORWARD = "urn:xmpp:forward:0"
+NS_FALLBACK = "urn:xmpp:fallback:0"
+NS_REPLY = "urn:xmpp:reply:0"
+NS_HINTS = "urn:xmpp:hints"
+NS_CARBONS = "urn:xmpp:carbons:2"
+
+
+class CarbonsPrivate(xso.XSO):
+    """XEP-0280 §6: no carbon copies of this message to the account's other clients."""
+
+    TAG = (NS_CARBONS, "private")
+
+
+class NoCopy(xso.XSO):
+    TAG = (NS_HINTS, "no-copy")
+
+
+class NoStore(xso.XSO):
+    TAG = (NS_HINTS, "no-store")
+
+
+class FallbackBody(xso.XSO):
+    TAG = (NS_FALLBACK, "body")
+    start = xso.Attr("start", type_=xso.Integer(), default=None)
+    end = xso.Attr("end", type_=xso.Integer(), default=None)
+
+
+class Fallback(xso.XSO):
+    """XEP-0428: which part of the body is a fallback for which feature."""
+
+    TAG = (NS_FALLBACK, "fallback")
+    for_ = xso.Attr("for", default=None)
+    bodies = xso.ChildList([FallbackBody])
+
+    def __init__(self, for_: str | None = None) -> None:
+        super().__init__()
+        self.for_ = for_
+
+
+class Reply(xso.XSO):
+    """XEP-0461: this message answers message ``id`` (sent by ``to``)."""
+
+    TAG = (NS_REPLY, "reply")
+    to = xso.Attr("to", default=None)
+    id_ = xso.Attr("id", default=None)
+
+    def __init__(self, to: str | None = None, id_: str | None = None) -> None:
+        super().__init__()
+        self.to, self.id_ = to, id_
+
+
+aioxmpp.Message.minimix_private = xso.Child([CarbonsPrivate])
+aioxmpp.Message.minimix_no_copy = xso.Child([NoCopy])
+aioxmpp.Message.minimix_no_store = xso.Child([NoStore])
+aioxmpp.Message.minimix_fallbacks = xso.ChildList([Fallback])
+aioxmpp.Message.minimix_reply = xso.Child([Reply])
+aioxmpp.Message.minimix_forwarded = xso.Child([aioxmpp.misc.Forwarded])
+# Keep every child aioxmpp has no XSO for (reactions, occupant-id, OMEMO…): a relay
+# forwards the original stanza whole.
+aioxmpp.Message.minimix_unknown = xso.Collector()
+
+
+def strip_fallback(body: str, message: aioxmpp.Message, for_: str) -> str:
+    """The body without the parts marked as a fallback for ``for_`` (XEP-0428, code points)."""
+    cuts = sorted(
+        (b.start or 0, b.end if b.end is not None else len(body))
+        for f in message.minimix_fallbacks
+        if f.for_ == for_
+        for b in f.bodies
+    )
+    if not cuts:
+        return body
+    kept, pos = [], 0
+    for start, end in cuts:
+        kept.append(body[pos:max(pos, start)])
+        pos = max(pos, end)
+    kept.append(body[pos:])
+    return "".join(kept).strip()
