@@ -215,3 +215,21 @@ def test_nodelay_is_set_after_the_stream_is_up(prosody):
     before, after = asyncio.run(asyncio.wait_for(main(), 30))
     assert before == 0  # the defect: aioopenssl leaves Nagle on
     assert after == 1
+
+
+# -- 8. memoised stringprep ---------------------------------------------------------------------
+
+
+def test_jid_preparation_is_memoised():
+    import aioxmpp.structs
+
+    for name in compat.PREP_FUNCTIONS:
+        assert hasattr(getattr(aioxmpp.structs, name), "cache_info"), name
+    aioxmpp.structs.resourceprep.cache_clear()
+    for _ in range(3):
+        jid = aioxmpp.JID.fromstr("Room@Conference.Example.org/Ünïcode Nick")
+    info = aioxmpp.structs.resourceprep.cache_info()
+    assert (info.misses, info.hits) == (1, 2)
+    assert jid == aioxmpp.JID("room", "conference.example.org", "Ünïcode Nick")
+    with pytest.raises(ValueError):  # errors are still errors (and not cached as results)
+        aioxmpp.JID.fromstr("a@b/\u0000")

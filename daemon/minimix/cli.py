@@ -1,8 +1,9 @@
 """The ``minimix`` command.
 
 ``minimix run`` runs the daemon in the foreground (systemd supervises it; it never forks);
-``minimix check-config`` checks the configuration and the password source. Exit codes follow
-sysexits(3), so the unit can refuse to restart on ``EX_NOPERM`` and ``EX_CONFIG``.
+``minimix check-config`` checks the configuration and the password source; ``minimix doctor``
+checks the server and the setup against what minimix needs. Exit codes follow sysexits(3), so
+the unit can refuse to restart on ``EX_NOPERM`` and ``EX_CONFIG``.
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     add("check-config", _check_config, "check the configuration and the password source")
     status = add("status", _status, "show the running daemon's rooms and their state")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
-    # later: "doctor"
+    doctor = add("doctor", _doctor, "check the server, the account and the setup for minimix")
+    doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
     return parser
 
 
@@ -119,6 +121,38 @@ def _status(args: argparse.Namespace) -> int:
     else:
         print(status_file.format_status(data))
     return EX_OK if status_file.is_running(data) else EX_NOT_RUNNING
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    """``minimix doctor``: one row per check; exit 1 if one failed, 77 if the login was refused."""
+    try:
+        config = load_config(args.config)
+        password = resolve_password(config)
+    except ConfigError as error:
+        return _config_error(error)
+    # The report goes to stdout; log records (errors only, unless level is debug) to stderr.
+    level = "debug" if config.logging.level == "debug" else "error"
+    minimix_logging.setup(level=level, stream=sys.stderr)
+    minimix_logging.add_secret(password)
+    try:
+        from minimix import doctor
+        from minimix.xmpp import doctor as xmpp_doctor  # imports aioxmpp: only when it is to run
+
+        outcome = xmpp_doctor.run(config, password)
+        checks = [
+            *outcome.checks,
+            doctor.check_state_dir(config.storage.state_dir),
+            doctor.check_systemd_unit(),
+        ]
+    except Exception:
+        minimix_logging.get_logger(__name__).critical("unexpected error", exc_info=True)
+        return EX_SOFTWARE
+    code = EX_NOPERM if outcome.login_refused else doctor.exit_status(checks)
+    if args.json:
+        print(doctor.render_json(checks, code))
+    else:
+        print(doctor.render_table(checks, code))
+    return code
 
 
 def _summary(config: Config) -> str:

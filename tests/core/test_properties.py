@@ -184,6 +184,12 @@ class RoomsMachine(RuleBasedStateMachine):
         self.run(self.rooms.handle(ReservedNickFound(room, nick), self.now))
 
     @invariant()
+    def counts_match_states(self):
+        for state in RoomState:
+            if state is not RoomState.GONE:
+                assert self.rooms.count(state) == sum(1 for r in self.rooms if r.state is state), state
+
+    @invariant()
     def bounded_joins_in_flight(self):
         joining = sum(1 for r in self.rooms if r.state is RoomState.JOINING)
         assert joining <= self.policy.join_concurrency or not self.rooms.online

@@ -50,6 +50,8 @@ class Rooms:
         self.online = False
         self._waiting: dict[str, None] = {}  # rooms in WAITING, in arrival order
         self._joining: set[str] = set()
+        self._states: dict[str, RoomState] = {}  # the state each room was indexed with
+        self._counts: dict[RoomState, int] = dict.fromkeys(RoomState, 0)
 
     # -- inputs ------------------------------------------------------------------------
 
@@ -92,16 +94,17 @@ class Rooms:
         return self.rooms.get(room)
 
     def count(self, state: RoomState) -> int:
-        return sum(1 for r in self.rooms.values() if r.state is state)
+        return self._counts[state]
 
     @property
     def wanted(self) -> int:
-        return sum(1 for r in self.rooms.values() if r.want is not None)
+        """Rooms the bookmarks ask for (every room but those being left)."""
+        return len(self.rooms) - self._counts[RoomState.LEAVING]
 
     @property
     def busy(self) -> bool:
         """True while joins or leaves are in flight."""
-        return any(r.state in (RoomState.JOINING, RoomState.LEAVING) for r in self.rooms.values())
+        return bool(self._counts[RoomState.JOINING] or self._counts[RoomState.LEAVING])
 
     def snapshot(self) -> list[dict[str, Any]]:
         return [
@@ -130,6 +133,12 @@ class Rooms:
 
     def _index(self, room: Room) -> None:
         jid, state = room.jid, room.state
+        old = self._states.get(jid)
+        if old is not state:
+            if old is not None:
+                self._counts[old] -= 1
+            self._counts[state] += 1
+            self._states[jid] = state
         if state is RoomState.WAITING:
             self._waiting.setdefault(jid, None)
         else:
@@ -140,6 +149,8 @@ class Rooms:
             self._joining.discard(jid)
         if state is RoomState.GONE:
             del self.rooms[jid]
+            del self._states[jid]
+            self._counts[state] -= 1
 
     def _pump(self, now: float) -> list[A.Action]:
         actions: list[A.Action] = []
