@@ -30,7 +30,7 @@ test: install servers
 	$(BIN)/python -m pytest
 
 unit: install
-	$(BIN)/python -m pytest tests/core tests/test_config.py tests/test_logging.py tests/test_sdnotify.py tests/test_cli.py tests/test_compat.py
+	$(BIN)/python -m pytest tests/core tests/test_config.py tests/test_logging.py tests/test_sdnotify.py tests/test_cli.py tests/test_compat.py tests/test_doctor_verdicts.py
 
 lint: install
 	$(BIN)/ruff check daemon tests bench

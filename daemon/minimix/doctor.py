@@ -279,8 +279,8 @@ def judge_bookmarks(
     if rejected:
         counts += f", {rejected} malformed bookmark{'s' if rejected != 1 else ''} skipped"
     poll = (
-        f"minimix reads both and re-reads them every poll_interval_s ({poll_interval_s:g} s), "
-        "so a change made by another client may take that long to be followed"
+        f"minimix reads both and re-reads them every poll_interval_s ({poll_interval_s:g} s), so "
+        "a change made by another client may take that long to be followed"
     )
     if compat:
         return Check(
@@ -302,16 +302,26 @@ def judge_bookmarks(
     return Check(
         "bookmarks",
         Status.WARN,
-        f"XEP-0402 without #compat: legacy and XEP-0402 are two separate stores ({pep_count} "
-        f"XEP-0402, {legacy} legacy bookmarks; {counts}): clients that write only one store "
-        f"do not see the other's bookmarks; {poll}",
-        "edit bookmarks from clients that use XEP-0402; a server with #compat (e.g. Prosody "
-        "0.12 mod_bookmarks) keeps the stores in sync",
+        f"XEP-0402 without #compat: legacy (XEP-0048) and XEP-0402 are separate stores ({pep_count} "
+        f"XEP-0402, {legacy} legacy; {counts}): {poll}",
+        "edit bookmarks from clients that write XEP-0402 (a bookmark saved by a legacy-only "
+        "client is not seen by the others); servers with #compat (Prosody 0.12 mod_bookmarks) "
+        "keep the stores in sync",
     )
 
 
-def judge_node_config(config: Mapping[str, Sequence[str]] | None, error: str | None) -> list[Check]:
-    """The owner configuration of urn:xmpp:bookmarks:1 (None: the node does not exist)."""
+def judge_node_config(
+    config: Mapping[str, Sequence[str]] | None,
+    error: str | None,
+    *,
+    options_refused: bool | None = None,
+) -> list[Check]:
+    """The owner configuration of urn:xmpp:bookmarks:1 (*config* None: no such node).
+
+    *options_refused*: the server refuses the XEP-0402 publish-options (ejabberd). Only then
+    does minimix configure the node itself when it writes a bookmark; where they are
+    accepted, a node configured otherwise makes them fail and minimix keeps that
+    configuration (it publishes without options)."""
     names = ("bookmark node size", "bookmark node access")
     if error is not None:
         return [
@@ -328,19 +338,22 @@ def judge_node_config(config: Mapping[str, Sequence[str]] | None, error: str | N
             )
             for n in names
         ]
+    configure = "configure {} on urn:xmpp:bookmarks:1 (pubsub#owner, e.g. from your client's XML console)"
     checks = []
     max_items = next(iter(config.get("pubsub#max_items", ())), None)
     if max_items is None:
         checks.append(Check(names[0], Status.INFO, "max_items not reported by the server"))
     elif max_items.strip() == "1":
+        fix = configure.format("pubsub#max_items=max")
+        if options_refused:
+            fix = f"minimix sets max_items=max the next time it writes a bookmark; or now: {fix}"
         checks.append(
             Check(
                 names[0],
                 Status.WARN,
-                "max_items=1: saving a second bookmark would replace the first (this is what "
-                "ejabberd gives a node created without configuration)",
-                "minimix reconfigures the node (max_items=max) whenever it writes a bookmark; "
-                "or configure pubsub#max_items=max on urn:xmpp:bookmarks:1 from your client",
+                "max_items=1: saving a second bookmark would replace the first (what servers "
+                "give a node created without the XEP-0402 publish-options)",
+                fix,
             )
         )
     else:
@@ -361,7 +374,7 @@ def judge_node_config(config: Mapping[str, Sequence[str]] | None, error: str | N
                 Status.WARN,
                 f"access model {access or 'unknown'}: bookmarks (room passwords included) are "
                 f"readable by {who}",
-                "configure pubsub#access_model=whitelist on urn:xmpp:bookmarks:1",
+                configure.format("pubsub#access_model=whitelist"),
             )
         )
     return checks

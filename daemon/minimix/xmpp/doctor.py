@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import secrets
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -172,16 +172,30 @@ def _anchor(chain: Sequence[x509.Certificate], ca_file: Path | None) -> str:
     return f"system trust store ({root})"
 
 
+async def _settled(task: Awaitable[T], fallback: Callable[[str], Any]) -> Any:
+    """The task's result, or ``fallback(why)`` if it failed (a lost connection, no answer)."""
+    try:
+        return await task
+    except Exception as exc:
+        return fallback(_why(exc))
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    if isinstance(exc, aioxmpp.errors.XMPPError):
+        return _condition(exc)
+    return _describe(exc)
+
+
 def _condition(exc: aioxmpp.errors.XMPPError) -> str:
     value = exc.condition.value
     return value[1] if isinstance(value, tuple) else str(exc.condition)
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, aioxmpp.errors.MultiOSError):
-        inner = [e for e in exc.exceptions if e] if hasattr(exc, "exceptions") else []
-        if inner:
-            return "; ".join(_describe(e) for e in inner)
+    if isinstance(exc, aioxmpp.errors.MultiOSError) and getattr(exc, "exceptions", None):
+        return "; ".join(dict.fromkeys(_describe(e) for e in exc.exceptions))
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     if isinstance(exc, TimeoutError):
@@ -211,6 +225,7 @@ class _Doctor:
         self.caps_queried = asyncio.Event()
         self.published: dict[str, asyncio.Future[None]] = {}
         self.retracted: set[str] = set()
+        self.options_refused: bool | None = None  # the XEP-0402 publish-options, on the scratch node
 
     # -- timing ---------------------------------------------------------------------
 
@@ -280,9 +295,12 @@ class _Doctor:
         self.pubsub.on_item_published.connect(self._on_published)
         self.pubsub.on_item_retracted.connect(self._on_retracted)
         self.private = client.summon(aioxmpp.private_xml.PrivateXMLService)
-        presence = client.summon(aioxmpp.PresenceServer)
-        # Available (PEP notifications need it), with a negative priority: never gets chats.
-        presence.set_presence(aioxmpp.PresenceState(True), {None: "minimix doctor"}, priority=-1)
+        self.presence = client.summon(aioxmpp.PresenceServer)
+        # Available (PEP notifications need it) only for the notification tests, with a
+        # negative priority: it never gets chats. A running daemon counts every available
+        # resource of the account as one of the user's clients (presence mirroring debounces
+        # for 2 s), so the doctor goes unavailable again as soon as it can.
+        self.presence.set_presence(aioxmpp.PresenceState(True), {None: "minimix doctor"}, priority=-1)
         # XEP-0115 caps of our own, as the daemon does, to see when the server has asked.
         node = _CapsNode.clone(disco)
         ver = caps115.hash_query(node.as_info_xso(), "sha1")
@@ -406,6 +424,7 @@ class _Doctor:
         ]
 
     async def _session_checks(self) -> list[Check]:
+        """The checks in a session, in parallel; a failure of one costs only its rows."""
         account_info = asyncio.ensure_future(self._step(self.disco.query_info(self.own, require_fresh=True)))
         server_info = asyncio.ensure_future(
             self._step(self.disco.query_info(self.own.replace(localpart=None), require_fresh=True))
@@ -414,45 +433,52 @@ class _Doctor:
         node_cfg = asyncio.ensure_future(self._node_config())
         bookmarks = asyncio.ensure_future(self._bookmark_checks(account_info))
         try:
-            checks: list[Check] = []
-            try:
-                server_features = set((await server_info).features)
-            except (aioxmpp.errors.XMPPError, TimeoutError) as exc:
-                server_features = None
-                checks.append(Check("carbons", Status.SKIP, f"skipped: no disco#info from the server ({_describe(exc)})"))
-            if server_features is not None:
-                checks.append(verdict.judge_carbons(server_features))
-            try:
-                account_features = set((await account_info).features)
-                checks.append(verdict.judge_account_mam(account_features))
-            except (aioxmpp.errors.XMPPError, TimeoutError) as exc:
-                checks.append(Check("account mam", Status.SKIP, f"skipped: no disco#info from the account ({_describe(exc)})"))
-            bookmark_checks, room_checks = await bookmarks
-            checks += bookmark_checks
-            checks += await node_cfg
-            checks += await scratch
-            checks += room_checks
-            return checks
+            server = await _settled(server_info, lambda why: why)
+            account = await _settled(account_info, lambda why: why)
+            bookmark_checks, room_checks = await _settled(
+                bookmarks,
+                lambda why: ([Check("bookmarks", Status.WARN, f"could not check: {why}")],
+                             verdict.skipped(["rooms"], why)),
+            )
+            scratch_checks = await _settled(
+                scratch,
+                lambda why: [Check(n, Status.WARN, f"could not check: {why}")
+                             for n in ("publish-options", "pep notify", "retract notify")],
+            )
+            config, error = await _settled(node_cfg, lambda why: (None, why))
         finally:
             for task in (account_info, server_info, scratch, node_cfg, bookmarks):
                 task.cancel()
+        checks = [
+            verdict.judge_carbons(server.features)
+            if not isinstance(server, str)
+            else Check("carbons", Status.SKIP, f"skipped: no disco#info from the server ({server})"),
+            verdict.judge_account_mam(account.features)
+            if not isinstance(account, str)
+            else Check("account mam", Status.SKIP, f"skipped: no disco#info from the account ({account})"),
+        ]
+        checks += bookmark_checks
+        checks += verdict.judge_node_config(config, error, options_refused=self.options_refused)
+        checks += scratch_checks
+        checks += room_checks
+        return checks
 
     # -- bookmarks and rooms -----------------------------------------------------------
 
     async def _bookmark_checks(self, account_info: asyncio.Future[Any]) -> tuple[list[Check], list[Check]]:
         try:
             info = await account_info
-        except (aioxmpp.errors.XMPPError, TimeoutError) as exc:
-            why = f"no disco#info from the account ({_describe(exc)})"
+        except Exception as exc:
+            why = f"no disco#info from the account ({_why(exc)})"
             return verdict.skipped(["bookmarks"], why), verdict.skipped(["rooms"], why)
-        features = set(info.features)
-        compat_store = NS_BOOKMARKS_COMPAT in features
-        pep = any(i.category == "pubsub" and i.type_ == "pep" for i in info.identities)
         try:
             pep_items, legacy_items = await asyncio.gather(self._pep_bookmarks(), self._legacy_bookmarks())
-        except (aioxmpp.errors.XMPPError, TimeoutError) as exc:
-            why = f"cannot read the bookmarks ({_describe(exc)})"
-            return [Check("bookmarks", Status.FAIL, why, "check that the server supports PEP or private XML storage")], verdict.skipped(["rooms"], why)
+        except aioxmpp.errors.XMPPError as exc:
+            why = f"cannot read the bookmarks ({_condition(exc)}): minimix could not find its rooms"
+            fix = "the server must offer PEP (XEP-0163) or private XML storage (XEP-0049)"
+            return [Check("bookmarks", Status.FAIL, why, fix)], verdict.skipped(["rooms"], "no bookmarks")
+        compat_store = NS_BOOKMARKS_COMPAT in info.features
+        pep = any(i.category == "pubsub" and i.type_ == "pep" for i in info.identities)
         found = BookmarkSet()
         found.load_pep(pep_items or ())
         if not compat_store and legacy_items is not None:
@@ -542,19 +568,15 @@ class _Doctor:
             return _describe(exc), None
         return "result", True
 
-    async def _node_config(self) -> list[Check]:
+    async def _node_config(self) -> tuple[dict[str, list[str]] | None, str | None]:
+        """(owner configuration of the bookmark node or None if there is none, error)."""
         try:
             form = await self._step(self.pubsub.get_node_config(None, NS_BOOKMARKS))
-        except aioxmpp.errors.XMPPCancelError as exc:
-            if exc.condition == aioxmpp.ErrorCondition.ITEM_NOT_FOUND:
-                return verdict.judge_node_config(None, None)
-            return verdict.judge_node_config(None, _condition(exc))
         except aioxmpp.errors.XMPPError as exc:
-            return verdict.judge_node_config(None, _condition(exc))
-        except TimeoutError:
-            return verdict.judge_node_config(None, "no answer in time")
-        config = {f.var: list(f.values) for f in form.fields if f.var}
-        return verdict.judge_node_config(config, None)
+            if exc.condition == aioxmpp.ErrorCondition.ITEM_NOT_FOUND:
+                return None, None
+            return None, _condition(exc)
+        return {f.var: list(f.values) for f in form.fields if f.var}, None
 
     # -- live notifications on a scratch node ------------------------------------------------
 
@@ -567,14 +589,15 @@ class _Doctor:
         """
         try:
             checks = await self._notification_checks(account_info)
-        except (aioxmpp.errors.XMPPError, TimeoutError, RuntimeError) as exc:
-            why = "no answer in time" if isinstance(exc, TimeoutError) else _describe(exc)
+        except Exception as exc:  # a refused publish, a lost connection, no answer
+            why = _why(exc)
             checks = [
                 Check(n, Status.WARN, f"the scratch node test failed: {why}")
                 for n in ("publish-options", "pep notify", "retract notify")
             ]
         # Always, even after a failed publish (it may have created the node).
         error = await self._delete_scratch_node()
+        self.presence.set_presence(aioxmpp.PresenceState(False))
         if error is not None:
             checks.append(
                 Check(
@@ -600,9 +623,11 @@ class _Doctor:
                 self.pubsub.publish(None, self.node, Probe(), id_="probe-1", publish_options=publish_options())
             )
             options = verdict.judge_publish_options(True, None)
+            self.options_refused = False
         except (aioxmpp.errors.XMPPError, RuntimeError) as exc:
             why = _condition(exc) if isinstance(exc, aioxmpp.errors.XMPPError) else "not supported"
             options = verdict.judge_publish_options(False, why)
+            self.options_refused = True
             await self._step(
                 self.pubsub.publish(
                     None, self.node, Probe(), id_="probe-1", publish_options=publish_options(full=False)
