@@ -300,3 +300,21 @@ def test_server_restart_rejoins_every_room(setup, server, client):
     for room in rooms:
         wait_until(lambda r=room: sees(bob, r, "alice"), timeout=60, message=f"rejoined {room}")
     assert d.running
+
+
+@pytest.mark.interop
+def test_writing_a_bookmark_repairs_a_node_that_keeps_one_item(setup):
+    """A node created by a plain publish keeps one item (and is readable by contacts): the
+    daemon's first write configures it (max_items=max, whitelist), so no bookmark is lost."""
+    room, other = setup.room(), setup.room()
+    setup.editor.publish_bookmark(room, nick="alice", options=False)
+    assert setup.editor.node_config(BOOKMARKS_NODE)["pubsub#max_items"] == ["1"]  # the trap
+    setup.start()
+    wait_until(lambda: sees(setup.bob, room, "alice"))
+    setup.bob.ban(room, setup.alice.jid)
+    wait_until(lambda: not setup.editor.get_bookmarks()[room].autojoin, message="autojoin off")
+    config = setup.editor.node_config(BOOKMARKS_NODE)
+    assert config["pubsub#max_items"] in (["max"], ["10000"]) or int(config["pubsub#max_items"][0]) > 1
+    assert config["pubsub#access_model"] == ["whitelist"]
+    setup.editor.publish_bookmark(other, nick="alice", options=False)
+    assert {room, other} <= set(setup.editor.get_bookmarks())

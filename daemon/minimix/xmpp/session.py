@@ -303,11 +303,12 @@ class Session:
         self._setup_caps(disco, client)
 
     def is_own_client(self, peer: aioxmpp.JID | None) -> bool:
-        """Another resource of our own account: one of the user's clients (never us)."""
+        """Another resource of our own account: one of the user's clients (never us, nor
+        ``minimix doctor``'s short session)."""
         if peer is None or not peer.resource or peer.bare() != self.own:
             return False
         me = self.client.local_jid if self.client is not None else self.account.jid
-        return peer != me
+        return peer != me and peer.resource != f"{me.resource}-doctor"
 
     def _setup_caps(self, disco: aioxmpp.DiscoServer, client: aioxmpp.Client) -> None:
         """XEP-0115 caps with a ver of our own, so the server's query can be noticed.
@@ -319,8 +320,8 @@ class Session:
         fetches again once the server has asked (PROTOCOL.md, "+notify needs caps first").
         """
         node = _CapsNode.clone(disco)
-        node.on_query = self._on_caps_query
         ver = caps115.hash_query(node.as_info_xso(), "sha1")
+        node.on_query = self._on_caps_query  # only now: computing ver above is no query
         disco.mount_node(f"{CAPS_NODE}#{ver}", node)
         caps = caps_xso.Caps115(CAPS_NODE, ver, "sha-1")
 
@@ -607,21 +608,24 @@ class Session:
         try:
             await pubsub.publish(None, NS_BOOKMARKS, payload, id_=item_id, publish_options=publish_options())
             return
-        except aioxmpp.errors.XMPPError as exc:
-            if exc.condition == aioxmpp.ErrorCondition.CONFLICT:
-                # precondition-not-met: the node exists with another configuration (set by
-                # another client); publishing plainly keeps that configuration.
-                await pubsub.publish(None, NS_BOOKMARKS, payload, id_=item_id)
-                return
-            log.info("full publish-options refused; configuring the node instead", error=str(exc))
-        except RuntimeError:  # the server has no publish-options at all
-            pass
+        except (aioxmpp.errors.XMPPError, RuntimeError) as exc:
+            # conflict (precondition-not-met): the node exists with another configuration,
+            # e.g. max_items=1 and access "presence" after another client's plain publish:
+            # publishing as it is could replace a bookmark, and show passwords to contacts.
+            # resource-constraint: ejabberd 23.01 knows only some of the options.
+            # RuntimeError: no publish-options at all.
+            log.info("bookmark publish-options refused: configuring the node", error=str(exc))
         with contextlib.suppress(aioxmpp.errors.XMPPError):
             await pubsub.set_node_config(None, node_config(), NS_BOOKMARKS)  # an existing node
-        await pubsub.publish(
-            None, NS_BOOKMARKS, payload, id_=item_id, publish_options=publish_options(full=False)
-        )
-        await pubsub.set_node_config(None, node_config(), NS_BOOKMARKS)
+        for options in (publish_options(), publish_options(full=False), None):
+            try:
+                await pubsub.publish(None, NS_BOOKMARKS, payload, id_=item_id, publish_options=options)
+                break
+            except (aioxmpp.errors.XMPPError, RuntimeError):
+                if options is None:
+                    raise
+        with contextlib.suppress(aioxmpp.errors.XMPPError):
+            await pubsub.set_node_config(None, node_config(), NS_BOOKMARKS)  # a node just created
         config = await pubsub.get_node_config(None, NS_BOOKMARKS)
         value = next((v for f in config.fields if f.var == "pubsub#max_items" for v in f.values), None)
         if value is not None and value.isdigit() and int(value) < 2:

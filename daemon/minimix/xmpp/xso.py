@@ -65,6 +65,8 @@ def node_config() -> aioxmpp.forms.Data:
             ("pubsub#max_items", "max"),
             ("pubsub#send_last_published_item", "never"),
             ("pubsub#notify_retract", "1"),
+            ("pubsub#access_model", "whitelist"),  # bookmarks may hold room passwords
+            ("pubsub#persist_items", "1"),
         ],
     )
 
