@@ -55,13 +55,21 @@ def toml_value(v) -> str:
     raise TypeError(f"cannot write {v!r} as TOML")
 
 
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def toml_key(k: str) -> str:
+    """A key as is when TOML allows it bare, else quoted (e.g. a glob: "gajim.*")."""
+    return k if _BARE_KEY.fullmatch(k) else toml_value(str(k))
+
+
 def to_toml(data: dict, _prefix: str = "") -> str:
     """A minimal TOML writer: nested dicts become [tables]; scalars and lists as values."""
     scalars = [(k, v) for k, v in data.items() if not isinstance(v, dict)]
     tables = [(k, v) for k, v in data.items() if isinstance(v, dict)]
-    out = [f"{k} = {toml_value(v)}" for k, v in scalars]
+    out = [f"{toml_key(k)} = {toml_value(v)}" for k, v in scalars]
     for k, v in tables:
-        name = f"{_prefix}.{k}" if _prefix else k
+        name = f"{_prefix}.{toml_key(k)}" if _prefix else toml_key(k)
         out += ["", f"[{name}]", to_toml(v, name)]
     return "\n".join(out).strip("\n") + "\n"
 

@@ -24,6 +24,16 @@ NS = {
     "stanzas": "urn:ietf:params:xml:ns:xmpp-stanzas",
     "ping": "urn:xmpp:ping",
     "caps": "http://jabber.org/protocol/caps",
+    "disco_items": "http://jabber.org/protocol/disco#items",
+    "commands": "http://jabber.org/protocol/commands",
+    "forward": "urn:xmpp:forward:0",
+    "delay": "urn:xmpp:delay",
+    "carbons": "urn:xmpp:carbons:2",
+    "hints": "urn:xmpp:hints",
+    "fallback": "urn:xmpp:fallback:0",
+    "reply": "urn:xmpp:reply:0",
+    "sid": "urn:xmpp:sid:0",
+    "mam": "urn:xmpp:mam:2",
 }
 
 __all__ = [

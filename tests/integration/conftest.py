@@ -6,7 +6,9 @@ from independent XMPP clients:
 - ``phone``: another resource of the daemon's account (slixmpp, advertising
   ``urn:xmpp:bookmarks:1+notify``); it edits the bookmarks, as the user's phone would;
 - ``bob``: another account that creates the rooms (he is their owner, so the rooms show
-  him the real JID of every occupant) and watches the daemon's occupant come and go.
+  him the real JID of every occupant) and watches the daemon's occupant come and go;
+- more clients of the user (``user.other("laptop")``), which talk to the daemon's full JID
+  (``user.command``) and get relays (``user.relays``, ``user.wait_relay``).
 
 The daemon's occupant is recognised by its real full JID (``account/minimix``), not by a
 nick, so a join under an unexpected nick is still seen.
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from harness import BOOKMARKS_NODE, DaemonProcess, TestClient, wait_until
+from harness import BOOKMARKS_NODE, NS, DaemonProcess, TestClient, el_of, wait_until
 from servers import Account, XmppServer
 
 
@@ -32,6 +34,7 @@ class User:
     bob: TestClient
     _daemon: object = field(repr=False)
     resource: str = "minimix"
+    _client: object = field(default=None, repr=False)
 
     @property
     def full_jid(self) -> str:
@@ -105,6 +108,74 @@ class User:
         assert self.phone.ping(self.full_jid) == "result"
         assert self.bob.ping(self.server.domain) == "result"
 
+    # -- the user's other clients and what the daemon tells them ----------------------------
+
+    def other(self, resource: str, *, carbons: bool = False, **kw) -> TestClient:
+        """Another connected client of the user (a resource of the account); `carbons`:
+        it enables XEP-0280 carbons first. `kw`: the `client` fixture's (show, status…)."""
+        c = self._client(self.server, self.account, resource, **kw)
+        if carbons:
+            c.iq(f"<enable xmlns='{NS['carbons']}'/>", type_="set")
+        return c
+
+    def is_relay(self, m) -> bool:
+        return (
+            str(m["from"]) == self.full_jid and el_of(m).find("forward:forwarded", NS) is not None
+        )
+
+    def is_reply(self, m) -> bool:
+        """A chat message from the daemon that is not a relay: an answer to a command."""
+        return (
+            str(m["from"]) == self.full_jid
+            and m["type"] == "chat"
+            and el_of(m).find("forward:forwarded", NS) is None
+        )
+
+    @staticmethod
+    def forwarded_message(m):
+        """The original room message a relay carries (an ElementTree element)."""
+        return el_of(m).find("forward:forwarded/client:message", NS)
+
+    def relays(self, c: TestClient, since: int = 0) -> list:
+        return [m for m in c.messages[since:] if self.is_relay(m)]
+
+    def relayed(self, c: TestClient, since: int = 0) -> list[str | None]:
+        """The bodies of the room messages relayed to `c`, in order (None: no body)."""
+        return [
+            self.forwarded_message(m).findtext("client:body", namespaces=NS)
+            for m in self.relays(c, since)
+        ]
+
+    def wait_relay(self, c: TestClient, body: str, since: int = 0):
+        """The relay to `c` of the room message with exactly this body."""
+        return c.wait_message(
+            lambda m: (
+                self.is_relay(m)
+                and self.forwarded_message(m).findtext("client:body", namespaces=NS) == body
+            ),
+            since=since,
+        )
+
+    def from_daemon(self, c: TestClient, since: int = 0) -> list:
+        """Every message `c` got from the daemon: directly, or as a carbon copy (sent or
+        received) of one the daemon sent to another client."""
+        found = []
+        for m in c.messages[since:]:
+            if str(m["from"]) == self.full_jid:
+                found.append(m)
+            for kind in ("sent", "received"):
+                inner = el_of(m).find(f"carbons:{kind}/forward:forwarded/client:message", NS)
+                if inner is not None and inner.get("from") == self.full_jid:
+                    found.append(m)
+        return found
+
+    def command(self, c: TestClient, text: str) -> str:
+        """Send a chat command from `c` to the daemon's full JID; the body of its answer."""
+        mark = len(c.messages)
+        c.send_message(self.full_jid, text)
+        answer = c.wait_message(self.is_reply, since=mark, message=f"{c.jid}: no answer: {text!r}")
+        return answer["body"]
+
     # -- the daemon ----------------------------------------------------------------------
 
     def start(self, extra: dict | None = None, **kw) -> DaemonProcess:
@@ -143,7 +214,7 @@ def make_user(client, daemon):
         if notify:
             phone.wait_caps_queried()
         bob = client(server, resource="bob")
-        return User(server, account, phone, bob, daemon)
+        return User(server, account, phone, bob, daemon, _client=client)
 
     return make
 

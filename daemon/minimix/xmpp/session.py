@@ -27,6 +27,7 @@ import aioxmpp.misc
 import aioxmpp.muc.xso as muc_xso
 import aioxmpp.ping
 import aioxmpp.private_xml
+import aioxmpp.pubsub.xso as pubsub_xso
 import structlog
 
 from minimix.core import actions as A
@@ -277,6 +278,7 @@ class Session:
         stream = client.stream
         stream.app_inbound_presence_filter.register(self._inbound_presence, 0)
         stream.app_inbound_message_filter.register(self._inbound_message, 0)
+        stream.service_inbound_message_filter.register(self._bookmark_node_emptied, -1)
         client.on_stream_established.connect(self._on_established)
         client.on_stream_destroyed.connect(self._on_destroyed)
         client.on_stream_suspended.connect(self._on_suspended)
@@ -333,7 +335,10 @@ class Session:
         client.stream.app_outbound_presence_filter.register(add_caps, 0)
 
     def _on_caps_query(self, peer: aioxmpp.JID | None) -> None:
-        if peer is None or peer.bare() == self.own or peer == self.own.replace(localpart=None):
+        """The server asking (Prosody: from the account's bare JID; ejabberd: from our own
+        full JID) — not one of the user's clients looking at us."""
+        me = self.client.local_jid if self.client is not None else self.account.jid
+        if peer is None or peer in (self.own, me, self.own.replace(localpart=None)):
             self._post(CapsQueried())
 
     async def stop(self, timeout: float = 5.0) -> None:
@@ -472,6 +477,24 @@ class Session:
                 ref=message,
             )
         )
+
+    def _bookmark_node_emptied(self, message: aioxmpp.Message) -> aioxmpp.Message | None:
+        """A purge or delete of our bookmark node: every XEP-0402 bookmark is gone.
+
+        Prosody 0.12 purges the node when a legacy client saves an empty list; aioxmpp's
+        PubSubClient swallows purges without a signal, so this filter runs before it.
+        """
+        event = message.xep0060_event
+        payload = event.payload if event is not None else None
+        if (
+            isinstance(payload, pubsub_xso.EventPurge | pubsub_xso.EventDelete)
+            and payload.node == NS_BOOKMARKS
+            and message.from_ == self.own
+        ):
+            self._pep_payloads.clear()
+            self._post(PepBookmarksLoaded(()))
+            return None
+        return message
 
     def _on_item_published(self, jid: aioxmpp.JID, node: str, item: Any, *, message: Any = None) -> None:
         if node != NS_BOOKMARKS:
