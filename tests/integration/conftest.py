@@ -116,6 +116,11 @@ class User:
         c = self._client(self.server, self.account, resource, **kw)
         if carbons:
             c.iq(f"<enable xmlns='{NS['carbons']}'/>", type_="set")
+        if kw.get("presence", True):
+            # A running daemon has this client's presence once it answers a ping sent after
+            # it (in-order delivery): from then on it counts the client as online. (Without
+            # a daemon the server answers the ping with an error: no harm.)
+            c.ping(self.full_jid)
         return c
 
     def is_relay(self, m) -> bool:

@@ -4,6 +4,7 @@ once, never crashes, never reconnects, and keeps following the real bookmarks.""
 
 from __future__ import annotations
 
+import pytest
 from structlog.processors import LogfmtRenderer
 
 from harness import BOOKMARKS_NODE, NS, StanzaError, el_of
@@ -37,6 +38,7 @@ def assert_never_went_offline(user, d) -> None:
 # -- malformed bookmarks from the user's other client --------------------------------------
 
 
+@pytest.mark.interop
 def test_malformed_bookmarks_are_skipped_once_each_and_the_valid_ones_still_joined(user):
     server, phone = user.server, user.phone
     before = user.room()
@@ -98,6 +100,7 @@ def spoofed_event(to: str, items_xml: str, type_: str = "headline") -> str:
     )
 
 
+@pytest.mark.interop
 def test_spoofed_bookmark_events_from_a_stranger_change_nothing(user, client):
     """CVE-2023-28686 (Dino): bookmark events are only believed from the account itself."""
     server, bob = user.server, user.bob
@@ -135,6 +138,8 @@ def test_spoofed_bookmark_events_from_a_stranger_change_nothing(user, client):
 
 
 def test_a_barrage_from_a_stranger_leaves_the_daemon_connected_and_serving(user, client):
+    """Prosody only: the 35,000-level nesting takes ejabberd 23.01 itself down (the server
+    stops accepting connections), so there is nothing left to observe there."""
     bob = user.bob
     mine = user.room()
     user.phone.publish_bookmark(mine, nick="mine")

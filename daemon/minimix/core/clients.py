@@ -96,9 +96,14 @@ class Clients:
         if room is None:
             return []
         room.touch(now)
-        keys = [f"sid:{msg.stanza_id}" if msg.stanza_id else None, f"oid:{msg.origin_id}" if msg.origin_id else None]
-        if not any(keys):  # a room without stanza-ids: the next best identity
-            keys = [f"msg:{msg.nick}:{msg.message_id}:{msg.body}"]
+        # The room's archive id identifies a message; without one (a room without stanza-ids,
+        # subject changes on Prosody) the sender's origin-id, else what it says and who.
+        if msg.stanza_id:
+            keys = [f"sid:{msg.stanza_id}"]
+        elif msg.origin_id:
+            keys = [f"oid:{msg.origin_id}"]
+        else:
+            keys = [f"msg:{msg.nick}:{msg.message_id}:{msg.body}:{msg.subject}"]
         if not self.seen.add(msg.room, keys):
             return []  # a duplicate (a resent history, a resumed stream)
         sender = self.posted.get(msg.origin_id) if msg.origin_id else None  # our own echo

@@ -459,10 +459,14 @@ class Session:
     def _room_message(self, room: str, message: aioxmpp.Message, *, private: bool) -> None:
         subject = message.subject.any() if message.subject else None
         body = message.body.any() if message.body else None
-        if subject is not None and body is None and room in self._awaiting_subject:
+        # An empty <subject/> (a room without one) still ends the join: aioxmpp reads it as
+        # {None: None}, so test for the element, not its text.
+        if message.subject and body is None and room in self._awaiting_subject:
             self._awaiting_subject.discard(room)  # the subject that ends our join: not news
             self._post(RoomActivity(room))
             return
+        if message.subject and subject is None and body is None:
+            subject = ""  # the subject was cleared: that is a change too
         origin = message.xep0359_origin_id
         self._post(
             RoomMessage(
