@@ -9,7 +9,6 @@ No locks, no races: soju's per-user event loop is the model.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import datetime as dt
 import os
@@ -49,6 +48,7 @@ from minimix.core.room import RoomState
 from minimix.sdnotify import Notifier
 from minimix.store import FILENAME as STORE_FILENAME
 from minimix.store import Store
+from minimix.timers import Timers, TimersDue
 from minimix.xmpp.session import (
     Account,
     BookmarkPush,
@@ -67,7 +67,10 @@ log = structlog.get_logger("minimix")
 EX_OK, EX_SOFTWARE, EX_NOPERM = os.EX_OK, os.EX_SOFTWARE, os.EX_NOPERM
 SHUTDOWN_GRACE_S = 5.0
 SELF_PING_TIMEOUT_S = 30.0
-CAPS_REFETCH_DELAY_S = 0.2  # after our caps answer: the server processes it first
+# After our caps answer (the server subscribes us once it has it): re-fetch the bookmarks
+# to catch a change made in between.  Not at once: a first start is busy joining rooms, and
+# the re-fetch only matters for a change made in that first moment.
+CAPS_REFETCH_DELAY_S = 1.0
 
 
 # -- events of the app itself ---------------------------------------------------------------
@@ -160,6 +163,7 @@ class App:
         self.queue: asyncio.Queue[object] = asyncio.Queue()
         self.session: Session | None = None
         self.scheduler: AsyncIOScheduler | None = None
+        self.timers: Timers | None = None
         self.exit_code: int | None = None
         self.stopping = False
         self._status = ""
@@ -187,6 +191,7 @@ class App:
         loop.add_signal_handler(signal.SIGHUP, self.post, Reload())
         self.scheduler = AsyncIOScheduler(event_loop=loop, timezone=dt.UTC)
         self.scheduler.start()
+        self.timers = Timers(self.scheduler, self._post_async)
         resync = float(getattr(getattr(self.config, "bookmarks", None), "resync_interval_s", 900.0))
         self.scheduler.add_job(
             self._post_async, "interval", seconds=resync, jitter=resync / 10, args=[ResyncDue("periodic")],
@@ -298,6 +303,10 @@ class App:
                 self._schedule_once("caps-refetch", CAPS_REFETCH_DELAY_S, ResyncDue("caps queried"))
             case WatchdogDue():
                 self.notifier.watchdog()
+            case TimersDue():
+                assert self.timers is not None
+                for due in self.timers.due(now):
+                    self._dispatch(due)
             case SnapshotDue():
                 self._snapshot_pending = False
                 self._write_snapshot()
@@ -343,9 +352,11 @@ class App:
                 case A.DestroyRoom(room, reason):
                     session.destroy_room(room, reason)
                 case A.Arm(room, kind, at):
-                    self._arm(f"{kind.value}:{room}", at, TimerFired(room, kind))
+                    assert self.timers is not None
+                    self.timers.arm(f"{kind.value}:{room}", at, TimerFired(room, kind))
                 case A.Disarm(room, kind):
-                    self._disarm(f"{kind.value}:{room}")
+                    assert self.timers is not None
+                    self.timers.disarm(f"{kind.value}:{room}")
                 case A.DisableAutojoin(room, reason):
                     if (bookmark := self.engine.bookmark(room)) is not None:
                         session.change_bookmark(bookmark, room, autojoin=False, reason=reason)
@@ -408,11 +419,6 @@ class App:
             replace_existing=True,
             misfire_grace_time=None,
         )
-
-    def _disarm(self, job_id: str) -> None:
-        assert self.scheduler is not None
-        with contextlib.suppress(Exception):
-            self.scheduler.remove_job(job_id)
 
     def _schedule_once(self, job_id: str, delay: float, event: object) -> None:
         self._arm(job_id, time.time() + delay, event)
