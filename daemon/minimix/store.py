@@ -7,10 +7,12 @@ one is made: the daemon never refuses to start because of its cache.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from minimix.core.relay import ClientSettings, Mode
@@ -30,6 +32,53 @@ MIGRATIONS: list[str] = [
         room TEXT NOT NULL,
         mode TEXT NOT NULL,
         PRIMARY KEY (resource, room)
+    );
+    """,
+    # 2: the message log (for playback), room archive cursors, delivery cursors, relays in
+    # flight and the XEP-0198 session they went out on (for exactly-once after a crash)
+    """
+    CREATE TABLE message (
+        seq INTEGER PRIMARY KEY,
+        room TEXT NOT NULL,
+        stanza_id TEXT,
+        nick TEXT,
+        private INTEGER NOT NULL DEFAULT 0,
+        stamp REAL NOT NULL,
+        body TEXT,
+        subject TEXT,
+        text TEXT NOT NULL,
+        xml TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX message_room_stanza_id ON message (room, stanza_id) WHERE stanza_id IS NOT NULL;
+    CREATE INDEX message_stamp ON message (stamp);
+    CREATE TABLE room_state (
+        room TEXT PRIMARY KEY,
+        last_stanza_id TEXT,
+        last_stamp REAL,
+        mam INTEGER
+    );
+    CREATE TABLE cursor (
+        client TEXT NOT NULL,
+        room TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (client, room)
+    );
+    CREATE TABLE client_seen (
+        client TEXT PRIMARY KEY,
+        offline_since INTEGER
+    );
+    CREATE TABLE inflight (
+        relay_id TEXT PRIMARY KEY,
+        client TEXT NOT NULL,
+        room TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        sm_id TEXT,
+        sm_seq INTEGER
+    );
+    CREATE TABLE sm_session (
+        one INTEGER PRIMARY KEY CHECK (one = 1),
+        sm_id TEXT NOT NULL,
+        inbound INTEGER NOT NULL
     );
     """,
 ]
@@ -76,15 +125,15 @@ class Store:
         if version > len(MIGRATIONS):
             raise sqlite3.DatabaseError(f"schema version {version} is newer than this minimix")
         for number, sql in enumerate(MIGRATIONS[version:], start=version + 1):
-            db.execute("BEGIN")
+            db.execute("BEGIN IMMEDIATE")
             try:
                 for statement in filter(str.strip, sql.split(";")):
                     db.execute(statement)
                 db.execute(f"PRAGMA user_version = {number}")
-                db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+            db.execute("COMMIT")
 
     def close(self) -> None:
         self.db.close()
@@ -108,8 +157,7 @@ class Store:
 
     def save_client(self, resource: str, settings: ClientSettings) -> None:
         db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             db.execute(
                 "INSERT INTO client (resource, default_mode, keywords) VALUES (?, ?, ?) "
                 "ON CONFLICT (resource) DO UPDATE SET default_mode = excluded.default_mode, "
@@ -121,7 +169,171 @@ class Store:
                 "INSERT INTO client_room (resource, room, mode) VALUES (?, ?, ?)",
                 [(resource, room, mode.value) for room, mode in settings.rooms.items()],
             )
-            db.execute("COMMIT")
+
+
+    # -- the message log ---------------------------------------------------------------------
+
+    def max_seq(self) -> int:
+        return self.db.execute("SELECT coalesce(max(seq), 0) FROM message").fetchone()[0]
+
+    def store_message(self, m: StoredMessage) -> bool:
+        """Append a room message (and move the room's archive cursor); False if known."""
+        with self._transaction():
+            cur = self.db.execute(
+                "INSERT OR IGNORE INTO message (seq, room, stanza_id, nick, private, stamp, body, "
+                "subject, text, xml) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (m.seq, m.room, m.stanza_id, m.nick, int(m.private), m.stamp, m.body, m.subject, m.text, m.xml),
+            )
+            if m.stanza_id:
+                self._set_room_cursor(m.room, m.stanza_id, m.stamp)
+            return cur.rowcount == 1
+
+    def messages_after(self, cursors: dict[str, int], default: int, limit: int) -> tuple[list[StoredMessage], int]:
+        """Messages after each room's cursor (``default`` for other rooms), oldest first: at
+        most ``limit`` of them, and how many more there are."""
+        low = min([*cursors.values(), default])
+        rows = self.db.execute(
+            "SELECT seq, room, stanza_id, nick, private, stamp, body, subject, text, xml "
+            "FROM message WHERE seq > ? ORDER BY seq",
+            (low,),
+        )
+        found, more = [], 0
+        for row in rows:
+            if row[0] <= cursors.get(row[1], default):
+                continue
+            if len(found) < limit:
+                found.append(StoredMessage(row[0], row[1], row[2], row[3], bool(row[4]), *row[5:]))
+            else:
+                more += 1
+        return found, more
+
+    def prune(self, before: float) -> int:
+        with self._transaction():
+            return self.db.execute("DELETE FROM message WHERE stamp < ?", (before,)).rowcount
+
+    # -- rooms ---------------------------------------------------------------------------------
+
+    def room_states(self) -> dict[str, tuple[str | None, float | None, bool | None]]:
+        return {
+            room: (last_id, last_stamp, None if mam is None else bool(mam))
+            for room, last_id, last_stamp, mam in self.db.execute(
+                "SELECT room, last_stanza_id, last_stamp, mam FROM room_state"
+            )
+        }
+
+    def set_room_cursor(self, room: str, stanza_id: str, stamp: float) -> None:
+        with self._transaction():
+            self._set_room_cursor(room, stanza_id, stamp)
+
+    def _set_room_cursor(self, room: str, stanza_id: str, stamp: float) -> None:
+        self.db.execute(
+            "INSERT INTO room_state (room, last_stanza_id, last_stamp) VALUES (?, ?, ?) "
+            "ON CONFLICT (room) DO UPDATE SET last_stanza_id = excluded.last_stanza_id, "
+            "last_stamp = excluded.last_stamp",
+            (room, stanza_id, stamp),
+        )
+
+    def set_room_mam(self, room: str, mam: bool) -> None:
+        with self._transaction():
+            self.db.execute(
+                "INSERT INTO room_state (room, mam) VALUES (?, ?) "
+                "ON CONFLICT (room) DO UPDATE SET mam = excluded.mam",
+                (room, int(mam)),
+            )
+
+    # -- delivery ------------------------------------------------------------------------------
+
+    def cursors(self) -> dict[tuple[str, str], int]:
+        return {(c, r): s for c, r, s in self.db.execute("SELECT client, room, seq FROM cursor")}
+
+    def offline_since(self) -> dict[str, int]:
+        return dict(self.db.execute("SELECT client, offline_since FROM client_seen WHERE offline_since IS NOT NULL"))
+
+    def set_offline_since(self, client: str, seq: int | None) -> None:
+        with self._transaction():
+            self.db.execute(
+                "INSERT INTO client_seen (client, offline_since) VALUES (?, ?) "
+                "ON CONFLICT (client) DO UPDATE SET offline_since = excluded.offline_since",
+                (client, seq),
+            )
+
+    def relays_sent(self, rows: list[tuple[str, str, str, int, str | None, int | None]],
+                    inbound: tuple[str, int] | None) -> None:
+        """Relays about to go out: (relay_id, client, room, seq, sm_id, sm_seq); committed
+        before they are sent, with the XEP-0198 session's inbound counter."""
+        with self._transaction():
+            self.db.executemany(
+                "INSERT OR REPLACE INTO inflight (relay_id, client, room, seq, sm_id, sm_seq) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            for _, client, room, seq, _, _ in rows:  # a client's first relay in a room
+                self.db.execute(
+                    "INSERT OR IGNORE INTO cursor (client, room, seq) VALUES (?, ?, ?)", (client, room, seq - 1)
+                )
+            if inbound is not None:
+                self.db.execute(
+                    "INSERT INTO sm_session (one, sm_id, inbound) VALUES (1, ?, ?) ON CONFLICT (one) "
+                    "DO UPDATE SET sm_id = excluded.sm_id, inbound = excluded.inbound",
+                    inbound,
+                )
+
+    def relays_delivered(self, relay_ids: list[str]) -> None:
+        """The server has these relays: move each client's cursor in their room past them."""
+        with self._transaction():
+            for relay_id in relay_ids:
+                row = self.db.execute(
+                    "SELECT client, room, seq FROM inflight WHERE relay_id = ?", (relay_id,)
+                ).fetchone()
+                if row is None:
+                    continue
+                self.db.execute(
+                    "INSERT INTO cursor (client, room, seq) VALUES (?, ?, ?) ON CONFLICT (client, room) "
+                    "DO UPDATE SET seq = max(seq, excluded.seq)",
+                    row,
+                )
+                self.db.execute("DELETE FROM inflight WHERE relay_id = ?", (relay_id,))
+
+    def relays_lost(self, relay_ids: list[str]) -> None:
+        with self._transaction():
+            self.db.executemany("DELETE FROM inflight WHERE relay_id = ?", [(r,) for r in relay_ids])
+
+    def inflight(self) -> list[tuple[str, str, str, int, str | None, int | None]]:
+        return list(self.db.execute("SELECT relay_id, client, room, seq, sm_id, sm_seq FROM inflight"))
+
+    def sm_session(self) -> tuple[str, int] | None:
+        row = self.db.execute("SELECT sm_id, inbound FROM sm_session").fetchone()
+        return (row[0], row[1]) if row else None
+
+    def forget_sm_session(self) -> None:
+        with self._transaction():
+            self.db.execute("DELETE FROM sm_session")
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        if self.db.in_transaction:  # nested: part of the caller's transaction
+            yield
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
         except BaseException:
-            db.execute("ROLLBACK")
+            self.db.execute("ROLLBACK")
             raise
+        self.db.execute("COMMIT")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    seq: int
+    room: str
+    stanza_id: str | None
+    nick: str | None
+    private: bool
+    stamp: float
+    body: str | None
+    subject: str | None
+    text: str  # the relay's fallback body
+    xml: str  # the original stanza, as it is forwarded

@@ -231,3 +231,22 @@ def test_backoff_is_never_shorter_than_nominal_and_never_beyond_cap(attempt, bas
     nominal = nominal_delay(attempt, base=base, cap=cap)
     assert nominal <= d <= nominal * (1 + jitter) + 1e-9
     assert nominal <= cap
+
+
+def _joined_notes(n: int) -> list:
+    rooms = Rooms(RoomPolicy(join_concurrency=50), random.Random(0))
+    rooms.session_established(0.0)
+    actions = rooms.reconcile({f"r{i}@muc": Want("a") for i in range(n)}, 0.0)
+    for i in range(n):
+        actions += rooms.handle(SelfAvailable(f"r{i}@muc", "a", frozenset({110})), 1.0)
+    return [(a.level, a.event, a.fields.get("rooms")) for a in actions
+            if isinstance(a, A.Note) and (a.fields.get("to") == "joined" or a.event == "rooms joined")]
+
+
+def test_a_mass_join_is_logged_as_one_line():
+    notes = _joined_notes(30)
+    assert [n for n in notes if n[0] == "info"] == [("info", "rooms joined", 30)]
+
+
+def test_a_few_joins_are_logged_each():
+    assert _joined_notes(5) == [("info", "room state", None)] * 5

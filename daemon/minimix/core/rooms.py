@@ -40,6 +40,9 @@ def plan(
     return events
 
 
+BURST = 20  # more rooms than this joining at once: one "rooms joined" line instead of one each
+
+
 class Rooms:
     """Every room's machine, and the rules that span rooms."""
 
@@ -52,6 +55,7 @@ class Rooms:
         self._joining: set[str] = set()
         self._states: dict[str, RoomState] = {}  # the state each room was indexed with
         self._counts: dict[RoomState, int] = dict.fromkeys(RoomState, 0)
+        self._burst = 0  # rooms joined in the current mass join (logged as one line)
 
     # -- inputs ------------------------------------------------------------------------
 
@@ -126,9 +130,25 @@ class Rooms:
         if room is None:
             room = self.rooms[event.room] = Room(event.room)
             self._waiting[event.room] = None
+        before = room.state
         ctx = Ctx(now, self.policy, self.rng)
         actions = room.handle(event, ctx)
         self._index(room)
+        if room.state is RoomState.JOINED and before is not RoomState.JOINED:
+            actions = self._joined(actions)
+        return actions
+
+    def _joined(self, actions: list[A.Action]) -> list[A.Action]:
+        """A start with many rooms logs one line for the lot, not one per room."""
+        if len(self._waiting) + len(self._joining) + self._burst > BURST:
+            self._burst += 1
+            actions = [
+                A.Note("debug", a.event, a.fields) if isinstance(a, A.Note) and a.fields.get("to") == "joined" else a
+                for a in actions
+            ]
+        if self._burst and not self._waiting and not self._joining:
+            actions.append(A.Note("info", "rooms joined", {"rooms": self._burst}))
+            self._burst = 0
         return actions
 
     def _index(self, room: Room) -> None:

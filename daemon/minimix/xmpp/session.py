@@ -526,16 +526,24 @@ class Session:
     async def _fetch_bookmarks(self) -> None:
         client = self.client
         assert client is not None
-        info = await self._disco_client.query_info(self.own, require_fresh=True)
-        self.server_features = frozenset(info.features)
-        compat_store = NS_BOOKMARKS_COMPAT in self.server_features
-        self._post(BookmarkPush(compat_store))
+        # Both at once: the account's features (is there #compat?) and the XEP-0402 items.
+        info_task = asyncio.ensure_future(self._disco_client.query_info(self.own, require_fresh=True))
         try:
             response = await self._pubsub.get_items(self.own, NS_BOOKMARKS)
         except aioxmpp.errors.XMPPCancelError as exc:
             if exc.condition != aioxmpp.ErrorCondition.ITEM_NOT_FOUND:
+                info_task.cancel()
                 raise
-            items: tuple[RawItem, ...] = ()  # no XEP-0402 node: no XEP-0402 bookmarks
+            response = None  # no XEP-0402 node: no XEP-0402 bookmarks
+        except BaseException:
+            info_task.cancel()
+            raise
+        info = await info_task
+        self.server_features = frozenset(info.features)
+        compat_store = NS_BOOKMARKS_COMPAT in self.server_features
+        self._post(BookmarkPush(compat_store))
+        if response is None:
+            items: tuple[RawItem, ...] = ()
         else:
             self._pep_payloads.clear()
             for item in response.payload.items:
