@@ -28,6 +28,7 @@ from minimix.core import actions as A
 from minimix.core.backoff import backoff_delay
 from minimix.core.engine import Engine
 from minimix.core.events import (
+    CatchUpDone,
     ClientCommand,
     ClientPresence,
     ClientText,
@@ -37,17 +38,20 @@ from minimix.core.events import (
     PepBookmarkPublished,
     PepBookmarkRetracted,
     PepBookmarksLoaded,
+    PlaybackLoaded,
+    RelaysAcked,
     RoomEvent,
     RoomMessage,
     SessionEstablished,
     SessionLost,
+    Stored,
     TimerFired,
 )
 from minimix.core.policy import RoomPolicy
 from minimix.core.room import RoomState
 from minimix.sdnotify import Notifier
 from minimix.store import FILENAME as STORE_FILENAME
-from minimix.store import Store
+from minimix.store import Store, StoredMessage
 from minimix.timers import Timers, TimersDue
 from minimix.xmpp.session import (
     Account,
@@ -101,7 +105,12 @@ class SnapshotDue:
     pass
 
 
-QUIET_EVENTS = (RoomActivity, RoomMessage, WatchdogDue, SnapshotDue)  # events that change nothing `status` shows
+@dataclass(frozen=True, slots=True)
+class PruneDue:
+    pass
+
+
+QUIET_EVENTS = (RoomActivity, RoomMessage, RelaysAcked, WatchdogDue, SnapshotDue, PruneDue)  # events that change nothing `status` shows
 SNAPSHOT_DELAY_S = 0.5
 
 ENGINE_EVENTS = (
@@ -119,7 +128,11 @@ ENGINE_EVENTS = (
     RoomMessage,
     ClientText,
     ClientCommand,
+    CatchUpDone,
+    PlaybackLoaded,
+    RelaysAcked,
 )
+PRUNE_INTERVAL_S = 3600.0
 
 
 def room_policy(config: Any) -> RoomPolicy:
@@ -150,6 +163,8 @@ class App:
             rng=self.rng,
             relay_globs=config.relay.clients,
             offline_status=config.presence.offline_status,
+            catchup_max=config.relay.catchup_max,
+            playback_max=config.relay.playback_max,
         )
         self.store: Store | None = None
         self.account = Account(
@@ -205,7 +220,9 @@ class App:
             reconnect_delay=self._reconnect_delay,
             rooms=lambda: sorted({*self.engine.effective, *self.engine.rooms.rooms}),
         )
+        self.scheduler.add_job(self._post_async, "interval", seconds=PRUNE_INTERVAL_S, args=[PruneDue()], id="prune")
         log.info("starting", jid=str(self.jid), server=self._server_label())
+        await self._settle_previous_run()
         self.session.start()
         self.notifier.ready()
         self._update_status()
@@ -229,8 +246,44 @@ class App:
         def moved_aside(reason: str, moved: object) -> None:
             log.error("the store was unreadable: moved aside, starting a fresh one", reason=reason, moved_to=str(moved))
 
-        self.store = Store(state_dir / STORE_FILENAME, on_reset=moved_aside)
-        self.engine.clients.settings.update(self.store.load_clients())
+        self.store = store = Store(state_dir / STORE_FILENAME, on_reset=moved_aside)
+        self.engine.clients.settings.update(store.load_clients())
+        self.engine.restore(
+            next_seq=store.max_seq() + 1,
+            rooms=store.room_states(),
+            cursors=store.cursors(),
+            offline_since=store.offline_since(),
+        )
+
+    async def _settle_previous_run(self) -> None:
+        """Relays in flight when the last run ended (a crash): did they reach the server?
+
+        Each relay was committed with its place in the XEP-0198 count of its session before it
+        was sent; the server says how many stanzas of that session it had.  Those it had are
+        delivered; the others are owed again (playback).  Without an answer they are owed
+        again too: a possible duplicate rather than a loss.
+        """
+        assert self.store is not None and self.session is not None
+        inflight = self.store.inflight()
+        if not inflight:
+            return
+        previous = self.store.sm_session()
+        handled = None
+        if previous is not None:
+            handled = await self.session.probe_previous_session(*previous)
+        delivered, lost = [], []
+        for relay_id, _client, _room, _seq, sm_id, sm_seq in inflight:
+            reached = (
+                handled is not None and previous is not None and sm_id == previous[0]
+                and sm_seq is not None and (handled - sm_seq) & 0xFFFFFFFF < 0x80000000
+            )
+            (delivered if reached else lost).append(relay_id)
+        self.store.relays_delivered(delivered)
+        self.store.relays_lost(lost)
+        self.store.forget_sm_session()
+        self.engine.clients.cursors.update(self.store.cursors())
+        log.info("relays in flight at the last stop", reached_server=len(delivered), owed_again=len(lost),
+                 server_count=handled)
 
     def _server_label(self) -> str:
         acc = self.account
@@ -307,6 +360,11 @@ class App:
                 assert self.timers is not None
                 for due in self.timers.due(now):
                     self._dispatch(due)
+            case PruneDue():
+                assert self.store is not None
+                days = self.config.storage.retention_days
+                if pruned := self.store.prune(time.time() - days * 86400):
+                    log.info("pruned old messages", messages=pruned, older_than_days=days)
             case SnapshotDue():
                 self._snapshot_pending = False
                 self._write_snapshot()
@@ -340,7 +398,7 @@ class App:
                 case A.Join(room, nick, password):
                     if password:
                         minimix_logging.add_secret(password)
-                    session.join(room, nick, password)
+                    session.join(room, nick, password, self.engine.history_since(room))
                 case A.Leave(room, nick, status):
                     session.leave(room, nick, status)
                 case A.ChangeNick(room, nick):
@@ -367,8 +425,49 @@ class App:
                     session.change_bookmark(
                         self.engine.bookmark(room), room, autojoin=autojoin, nick=nick, reason="asked by a client"
                     )
+                case A.Relay(room, deliveries, seq=seq) if seq is not None:
+                    # Committed as in flight, with each relay's place in the XEP-0198 count,
+                    # before it goes out (see Clients._take for the order and why).
+                    assert self.store is not None
+                    sm_id, positions, inbound = session.next_sm_positions(len(deliveries))
+                    rows = [
+                        (relay_id, client, room, seq, sm_id, position)
+                        for (client, relay_id), position in zip(deliveries, positions, strict=True)
+                    ]
+                    self.store.relays_sent(rows, (sm_id, inbound) if sm_id is not None and inbound is not None else None)
+                    session.relay(action)
                 case A.Relay():
                     session.relay(action)
+                case A.StoreMessage(seq, room, stanza_id, nick, private, stamp, body, subject, text, ref):
+                    assert self.store is not None
+                    self.store.store_message(
+                        StoredMessage(seq, room, stanza_id, nick, private, stamp, body, subject, text, str(ref))
+                    )
+                case A.SaveRoom(room, cursor, mam):
+                    assert self.store is not None
+                    if cursor is not None:
+                        self.store.set_room_cursor(room, *cursor)
+                    if mam is not None:
+                        self.store.set_room_mam(room, mam)
+                case A.CatchUp(room, after, limit):
+                    session.catch_up(room, after, limit)
+                case A.LoadPlayback(client, cursors, default, limit):
+                    assert self.store is not None
+                    found, more = self.store.messages_after(cursors, default, limit)
+                    stored = tuple(
+                        Stored(m.seq, m.room, m.nick, m.private, m.stamp, m.body, m.subject, m.text, m.xml)
+                        for m in found
+                    )
+                    self._execute(self.engine.handle(PlaybackLoaded(client, stored, more), time.time()))
+                case A.SaveOffline(client, seq):
+                    assert self.store is not None
+                    self.store.set_offline_since(client, seq)
+                case A.MarkRelays(relay_ids, delivered):
+                    assert self.store is not None
+                    if delivered:
+                        self.store.relays_delivered(list(relay_ids))
+                    else:
+                        self.store.relays_lost(list(relay_ids))
                 case A.Reply(resource, text, token):
                     if isinstance(token, asyncio.Future):
                         if not token.done():
@@ -445,6 +544,7 @@ class App:
         rooms = self.engine.rooms.snapshot()
         for room in rooms:
             room["occupants"] = self.engine.occupants.count(room["room"])
+            room["archive"] = self.engine.clients.room_mam.get(room["room"])
         data = {
             "pid": os.getpid(),
             "account": str(self.jid),

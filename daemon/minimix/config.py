@@ -260,6 +260,12 @@ class RelayConfig:
         doc="Resource glob → relay mode, for clients that never send a command.",
         check=_relay_modes,
     )
+    catchup_max: int = setting(
+        500, doc="Most messages fetched from a room's archive after a reconnect.", check=_in_range(1)
+    )
+    playback_max: int = setting(
+        200, doc="Most messages played back to a client that comes back online.", check=_in_range(1)
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -278,6 +284,9 @@ class StorageConfig:
     state_dir: Path = setting(
         default_factory=default_state_dir,
         doc="Directory of the daemon's state; $STATE_DIRECTORY (systemd) takes precedence.",
+    )
+    retention_days: float = setting(
+        7.0, doc="Relayed messages are kept this long for playback.", check=_in_range(0.01)
     )
 
 

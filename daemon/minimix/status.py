@@ -62,6 +62,8 @@ def format_status(data: dict[str, Any], now: float | None = None) -> str:
     rows = [("ROOM", "STATE", "NICK", "OCCUPANTS", "NOTE")]
     for room in data.get("rooms", []):
         note = room.get("reason") or ""
+        if room.get("archive") is False:
+            note = "no archive (MAM): catch-up from the room's history" + (f"; {note}" if note else "")
         if room.get("retry_at"):
             note = f"retry in {max(0, round(room['retry_at'] - now))} s" + (f": {note}" if note else "")
         nick = room.get("nick") or ""

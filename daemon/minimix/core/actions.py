@@ -100,6 +100,8 @@ class Relay(Action):
     text: str  # the readable fallback body: "[room] nick: text"
     ref: object  # the original stanza, forwarded whole
     private: bool = False
+    seq: int | None = None  # its place in the message log (None: not logged)
+    stamp: float | None = None  # the original's time, for the <delay/>
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,3 +145,61 @@ class MirrorPresence(Action):
 
     show: str
     status: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoreMessage(Action):
+    """Append a room message to the log (committed before any relay of it goes out)."""
+
+    seq: int
+    room: str
+    stanza_id: str | None
+    nick: str | None
+    private: bool
+    stamp: float
+    body: str | None
+    subject: str | None
+    text: str
+    ref: object
+
+
+@dataclass(frozen=True, slots=True)
+class SaveRoom(Action):
+    """Remember a room's archive cursor and/or whether it keeps an archive."""
+
+    room: str
+    cursor: tuple[str, float] | None = None
+    mam: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CatchUp(Action):
+    """Ask the room's archive for what came after ``after`` (newest ``limit``)."""
+
+    room: str
+    after: tuple[str, float] | None  # (archive id, stamp); None: only learn the newest id
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class LoadPlayback(Action):
+    """Read what a returning client has not had: per room after its cursor."""
+
+    client: str
+    cursors: dict[str, int]
+    default: int  # for rooms without a cursor
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class SaveOffline(Action):
+    """A client went offline after message ``seq`` (None: it is back and caught up)."""
+
+    client: str
+    seq: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class MarkRelays(Action):
+    relay_ids: tuple[str, ...]
+    delivered: bool

@@ -15,7 +15,16 @@ from typing import TYPE_CHECKING
 
 from minimix.core import actions as A
 from minimix.core import commands as C
-from minimix.core.events import ClientCommand, ClientPresence, ClientText, RoomMessage, TimerKind
+from minimix.core.events import (
+    CatchUpDone,
+    ClientCommand,
+    ClientPresence,
+    ClientText,
+    PlaybackLoaded,
+    RelaysAcked,
+    RoomMessage,
+    TimerKind,
+)
 from minimix.core.relay import ClientSettings, Incoming, Mode, Seen, config_mode, wants
 
 if TYPE_CHECKING:
@@ -82,6 +91,16 @@ class Clients:
     posted: OrderedDict[str, str] = field(default_factory=OrderedDict)  # origin-id → resource
     mirrored: tuple[str, str | None] | None = None
     presence_armed: bool = False
+    # delivery: the message log, cursors, catch-up
+    catchup_max: int = 500
+    playback_max: int = 200
+    next_seq: int = 1  # the next message's place in the log
+    room_cursor: dict[str, tuple[str, float]] = field(default_factory=dict)  # last archive id seen
+    room_mam: dict[str, bool] = field(default_factory=dict)
+    catching_up: dict[str, list[RoomMessage]] = field(default_factory=dict)  # live, held back
+    cursors: dict[tuple[str, str], int] = field(default_factory=dict)  # (client, room) → seq delivered
+    offline_since: dict[str, int] = field(default_factory=dict)  # client → last seq before it left
+    inflight: dict[str, tuple[str, str, int]] = field(default_factory=dict)  # relay id → (client, room, seq)
 
     # -- relay ------------------------------------------------------------------------
 
@@ -96,6 +115,21 @@ class Clients:
         if room is None:
             return []
         room.touch(now)
+        if not msg.archived and msg.room in self.catching_up:
+            self.catching_up[msg.room].append(msg)  # after the archive's, to keep the order
+            return []
+        return self._take(msg, now)
+
+    def _take(self, msg: RoomMessage, now: float) -> list[A.Action]:
+        """Log a room message once, and relay it to the online clients that want it.
+
+        Order of effects (the app carries them out in this order): the message is committed
+        to the log (with the room's archive cursor) *before* any relay of it goes out.  A
+        crash in between loses nothing — the relay is still owed and goes out when the
+        client is next seen (playback) — whereas sending first could lose the message for
+        every offline client.  The relay itself is committed as "in flight" before it is
+        sent, and the server's XEP-0198 count decides after a crash whether it arrived.
+        """
         # The room's archive id identifies a message; without one (a room without stanza-ids,
         # subject changes on Prosody) the sender's origin-id, else what it says and who.
         if msg.stanza_id:
@@ -105,31 +139,142 @@ class Clients:
         else:
             keys = [f"msg:{msg.nick}:{msg.message_id}:{msg.body}:{msg.subject}"]
         if not self.seen.add(msg.room, keys):
-            return []  # a duplicate (a resent history, a resumed stream)
+            return []  # a duplicate (a resent history, a resumed stream, archive and live)
+        actions: list[A.Action] = []
+        stamp = msg.stamp if msg.stamp is not None else now
+        seq = None
+        if msg.body is not None or msg.subject is not None:
+            seq = self.next_seq
+            self.next_seq += 1
+            actions.append(A.StoreMessage(seq, msg.room, msg.stanza_id, msg.nick, msg.private, stamp,
+                                          msg.body, msg.subject, fallback_text(msg), msg.ref))
+        if msg.stanza_id and not msg.private:
+            self.room_cursor[msg.room] = (msg.stanza_id, stamp)
+            if seq is None:
+                actions.append(A.SaveRoom(msg.room, cursor=(msg.stanza_id, stamp)))
         sender = self.posted.get(msg.origin_id) if msg.origin_id else None  # our own echo
-        nicks = [n for n in (room.nick, room.wanted_nick) if n]
-        incoming = Incoming(msg.room, msg.body, msg.subject, msg.private)
-        deliveries = []
-        for resource in self.online:
-            if resource == sender:
-                continue  # the client that wrote it has it already
-            settings = self.settings_of(resource)
-            if wants(self.mode(resource, msg.room), incoming, nicks, settings.keywords):
-                relay_id = f"mmx-{self.rng.getrandbits(64):016x}"
-                deliveries.append((resource, relay_id))
+        deliveries = [
+            (resource, self._relay_id(resource, msg.room, seq))
+            for resource in self.online
+            if resource != sender and self._wanted(resource, msg.room, msg.body, msg.subject, msg.private)
+        ]
+        if deliveries:
+            for _, relay_id in deliveries:
                 _bounded_put(self.relayed, relay_id, Relayed(msg.room, msg.nick, msg.stanza_id, msg.private))
-        if not deliveries:
+            actions.append(A.Relay(msg.room, tuple(deliveries), fallback_text(msg), msg.ref, msg.private,
+                                   seq=seq, stamp=stamp))
+        return actions
+
+    def _wanted(self, resource: str, room: str, body: str | None, subject: str | None, private: bool) -> bool:
+        r = self.engine.rooms.get(room)
+        nicks = [n for n in (r.nick, r.wanted_nick) if n] if r is not None else []
+        return wants(self.mode(resource, room), Incoming(room, body, subject, private), nicks,
+                     self.settings_of(resource).keywords)
+
+    def _relay_id(self, resource: str, room: str, seq: int | None) -> str:
+        relay_id = f"mmx-{self.rng.getrandbits(64):016x}"
+        if seq is not None:
+            self.inflight[relay_id] = (resource, room, seq)
+        return relay_id
+
+    # -- catch-up (the room's archive) ------------------------------------------------------
+
+    def room_joined(self, room: str) -> list[A.Action]:
+        """Joined (again): fetch from the room's archive what came after our cursor, and hold
+        live messages back until then, so everything arrives in order and once."""
+        if self.room_mam.get(room) is False:
+            return []  # no archive: the join asked for the history since our cursor instead
+        self.catching_up[room] = []
+        return [A.CatchUp(room, self.room_cursor.get(room), self.catchup_max)]
+
+    def history_since(self, room: str) -> float | None:
+        """For a room without an archive: catch up with the join's history since this time."""
+        if self.room_mam.get(room) is False and room in self.room_cursor:
+            return self.room_cursor[room][1]
+        return None
+
+    def catch_up_done(self, ev: CatchUpDone, now: float) -> list[A.Action]:
+        actions: list[A.Action] = []
+        if ev.mam is not None and self.room_mam.get(ev.room) is not ev.mam:
+            self.room_mam[ev.room] = ev.mam
+            actions.append(A.SaveRoom(ev.room, mam=ev.mam))
+        if ev.head is not None and ev.room not in self.room_cursor:
+            self.room_cursor[ev.room] = ev.head
+            actions.append(A.SaveRoom(ev.room, cursor=ev.head))
+        for msg in ev.messages:
+            actions += self._take(msg, now)
+        if ev.more:
+            text = f"[{room_label(ev.room)}] {ev.more} more messages in {ev.room} not shown"
+            actions += [A.Reply(c, text) for c in self.online if self.mode(c, ev.room) is not Mode.OFF]
+        if ev.messages or ev.error:
+            fields = {"room": ev.room, "messages": len(ev.messages), "more": ev.more}
+            if ev.error:
+                fields["error"] = ev.error
+            actions.append(A.Note("warning" if ev.error else "info", "caught up", fields))
+        for msg in self.catching_up.pop(ev.room, []):
+            actions += self._take(msg, now)
+        return actions
+
+    # -- delivery: acks and playback ----------------------------------------------------------
+
+    def acked(self, ev: RelaysAcked) -> list[A.Action]:
+        ids = tuple(r for r in ev.relay_ids if r in self.inflight)
+        for relay_id in ids:
+            client, room, seq = self.inflight.pop(relay_id)
+            if ev.delivered and seq > self.cursors.get((client, room), -1):
+                self.cursors[(client, room)] = seq
+        return [A.MarkRelays(ids, ev.delivered)] if ids else []
+
+    def _playback(self, client: str) -> list[A.Action]:
+        """A client (re)appeared: load what it has not had since it was last here."""
+        cursors = {room: seq for (c, room), seq in self.cursors.items() if c == client}
+        default = self.offline_since.get(client)
+        if not cursors and default is None:
+            return []  # never seen before: it starts with live traffic
+        if default is None:
+            default = self.next_seq - 1  # only rooms it had relays in
+        return [A.LoadPlayback(client, cursors, default, self.playback_max * 5)]
+
+    def playback_loaded(self, ev: PlaybackLoaded) -> list[A.Action]:
+        client = ev.client
+        if client not in self.online:
             return []
-        return [A.Relay(msg.room, tuple(deliveries), fallback_text(msg), msg.ref, msg.private)]
+        pending = {seq for c, _, seq in self.inflight.values() if c == client}
+        actions: list[A.Action] = []
+        sent = skipped = 0
+        for m in ev.messages:
+            if m.seq in pending or not self._wanted(client, m.room, m.body, m.subject, m.private):
+                continue
+            if sent >= self.playback_max:
+                skipped += 1
+                continue
+            sent += 1
+            relay_id = self._relay_id(client, m.room, m.seq)
+            _bounded_put(self.relayed, relay_id, Relayed(m.room, m.nick, None, m.private))
+            actions.append(A.Relay(m.room, ((client, relay_id),), m.text, m.ref, m.private, seq=m.seq, stamp=m.stamp))
+        if skipped or ev.more:
+            more = f"{skipped}" if not ev.more else f"{skipped}+"
+            actions.append(A.Reply(client, f"{more} more messages from while you were away are not shown"))
+        if client in self.offline_since:
+            del self.offline_since[client]
+            actions.append(A.SaveOffline(client, None))
+        if sent:
+            actions.append(A.Note("info", "playback", {"client": client, "messages": sent}))
+        return actions
 
     # -- presence -----------------------------------------------------------------------
 
     def presence(self, ev: ClientPresence, now: float) -> list[A.Action]:
+        actions = self._arm_presence(now)
         if ev.available:
+            back = ev.resource not in self.online
             self.online[ev.resource] = Online(ev.show, ev.status)
-        else:
-            self.online.pop(ev.resource, None)
-        return self._arm_presence(now)
+            if back:
+                actions += self._playback(ev.resource)
+        elif self.online.pop(ev.resource, None) is not None and ev.resource not in self.offline_since:
+            self.offline_since[ev.resource] = self.next_seq - 1
+            actions.append(A.SaveOffline(ev.resource, self.next_seq - 1))
+        return actions
 
     def _arm_presence(self, now: float) -> list[A.Action]:
         if self.presence_armed:
@@ -157,7 +302,10 @@ class Clients:
         return self._arm_presence(now)
 
     def session_lost(self) -> None:
-        self.online.clear()  # the server sends every client's presence again after login
+        # The server sends every client's presence again after login; a client seen again
+        # then gets what it missed (its cursors did not move meanwhile).
+        self.online.clear()
+        self.catching_up.clear()  # the archive still has what was held back
 
     # -- text and commands -----------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from minimix.core import actions as A
 from minimix.core.bookmarks import Bookmark, BookmarkSet, wants
 from minimix.core.clients import Clients
 from minimix.core.events import (
+    CatchUpDone,
     ClientCommand,
     ClientPresence,
     ClientText,
@@ -24,6 +25,8 @@ from minimix.core.events import (
     PepBookmarkPublished,
     PepBookmarkRetracted,
     PepBookmarksLoaded,
+    PlaybackLoaded,
+    RelaysAcked,
     RoomEvent,
     RoomMessage,
     SessionEstablished,
@@ -52,6 +55,9 @@ AccountEvent = (
     | RoomMessage
     | ClientText
     | ClientCommand
+    | CatchUpDone
+    | PlaybackLoaded
+    | RelaysAcked
 )
 
 
@@ -64,6 +70,8 @@ class Engine:
         rng: random.Random | None = None,
         relay_globs: Mapping[str, str] | None = None,
         offline_status: str = "not connected",
+        catchup_max: int = 500,
+        playback_max: int = 200,
     ) -> None:
         self.default_nick = default_nick
         rng = rng or random.Random()
@@ -71,10 +79,18 @@ class Engine:
         self.effective: dict[str, Bookmark] = {}
         self.rooms = Rooms(policy, rng)
         self.occupants = Occupants()
-        self.clients = Clients(self, rng, dict(relay_globs or {}), offline_status)
+        self.clients = Clients(
+            self, rng, dict(relay_globs or {}), offline_status, catchup_max=catchup_max, playback_max=playback_max
+        )
         self.stopping = False
 
     def handle(self, event: AccountEvent | RoomEvent, now: float) -> list[A.Action]:
+        actions = self._handle(event, now)
+        while self.rooms.just_joined:  # joined (again): catch up from the room's archive
+            actions += self.clients.room_joined(self.rooms.just_joined.pop(0))
+        return actions
+
+    def _handle(self, event: AccountEvent | RoomEvent, now: float) -> list[A.Action]:
         match event:
             case RoomMessage():
                 return self.clients.room_message(event, now)
@@ -86,6 +102,12 @@ class Engine:
                 return self.clients.text(event, now)
             case ClientCommand():
                 return self.clients.command(event, now)
+            case CatchUpDone():
+                return self.clients.catch_up_done(event, now)
+            case PlaybackLoaded():
+                return self.clients.playback_loaded(event)
+            case RelaysAcked():
+                return self.clients.acked(event)
             case RoomEvent():
                 actions = self.rooms.handle(event, now)
                 room = self.rooms.get(event.room)
@@ -127,6 +149,28 @@ class Engine:
         """Leave every room (the daemon is shutting down); bookmarks no longer count."""
         self.stopping = True
         return self.rooms.reconcile({}, now, unwanted=Unwanted("", STOPPING, STOPPING))
+
+    def restore(
+        self,
+        *,
+        next_seq: int,
+        rooms: Mapping[str, tuple[str | None, float | None, bool | None]],
+        cursors: Mapping[tuple[str, str], int],
+        offline_since: Mapping[str, int],
+    ) -> None:
+        """The state kept in the store, at start."""
+        c = self.clients
+        c.next_seq = next_seq
+        for room, (last_id, last_stamp, mam) in rooms.items():
+            if last_id is not None and last_stamp is not None:
+                c.room_cursor[room] = (last_id, last_stamp)
+            if mam is not None:
+                c.room_mam[room] = mam
+        c.cursors.update(cursors)
+        c.offline_since.update(offline_since)
+
+    def history_since(self, room: str) -> float | None:
+        return self.clients.history_since(room)
 
     def refresh(self, now: float) -> list[A.Action]:
         """Reconcile again (the default nick or the policy changed)."""

@@ -216,7 +216,9 @@ class RoomMessage:
     stanza_id: str | None = None  # the room's archive id (XEP-0359 by=room)
     origin_id: str | None = None
     message_id: str | None = None
-    ref: object = None  # the stanza itself, opaque to the core: relays forward it whole
+    ref: object = None  # the stanza (serialised), opaque to the core: relays forward it whole
+    stamp: float | None = None  # when it was sent (delay stamp), else None: now
+    archived: bool = False  # from the room's archive (catch-up), not live
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,3 +237,48 @@ class ClientCommand:
     resource: str
     command: object  # minimix.core.commands.Command
     token: object = None  # handed back with the reply
+
+
+# -- catch-up, playback, delivery ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CatchUpDone:
+    """What the room's archive (MAM) had after our cursor, oldest first."""
+
+    room: str
+    messages: tuple[RoomMessage, ...] = ()
+    more: int = 0  # beyond the catch-up limit, not fetched
+    mam: bool | None = None  # does the room keep an archive (None: could not tell)
+    head: tuple[str, float] | None = None  # the archive's newest id, when we had no cursor
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A message of the log, as playback reads it back."""
+
+    seq: int
+    room: str
+    nick: str | None
+    private: bool
+    stamp: float
+    body: str | None
+    subject: str | None
+    text: str
+    ref: object  # the serialised original
+
+
+@dataclass(frozen=True, slots=True)
+class PlaybackLoaded:
+    client: str
+    messages: tuple[Stored, ...]
+    more: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RelaysAcked:
+    """The server has these relays (XEP-0198 ack), or, ``delivered=False``, never will."""
+
+    relay_ids: tuple[str, ...]
+    delivered: bool = True

@@ -56,6 +56,7 @@ class Rooms:
         self._states: dict[str, RoomState] = {}  # the state each room was indexed with
         self._counts: dict[RoomState, int] = dict.fromkeys(RoomState, 0)
         self._burst = 0  # rooms joined in the current mass join (logged as one line)
+        self.just_joined: list[str] = []  # rooms that became JOINED; the engine drains it
 
     # -- inputs ------------------------------------------------------------------------
 
@@ -135,6 +136,7 @@ class Rooms:
         actions = room.handle(event, ctx)
         self._index(room)
         if room.state is RoomState.JOINED and before is not RoomState.JOINED:
+            self.just_joined.append(room.jid)
             actions = self._joined(actions)
         return actions
 

@@ -8,6 +8,8 @@ edge reads the facts off each presence and the core decides.
 
 from __future__ import annotations
 
+import datetime
+
 import aioxmpp
 import aioxmpp.muc.xso as muc_xso
 import aioxmpp.stanza
@@ -96,11 +98,17 @@ def presence_events(presence: aioxmpp.Presence, room: str, own_nick: str | None)
     return events
 
 
-def join_presence(room: aioxmpp.JID, nick: str, password: str | None) -> aioxmpp.Presence:
-    """XEP-0045 §7.2: no history (minimix catches up from the archive, not from history)."""
+def join_presence(
+    room: aioxmpp.JID, nick: str, password: str | None, history_since: float | None = None
+) -> aioxmpp.Presence:
+    """XEP-0045 §7.2: no history — minimix catches up from the room's archive (MAM) — except
+    in a room without an archive, which is asked for its history since ``history_since``."""
     presence = aioxmpp.Presence(type_=aioxmpp.PresenceType.AVAILABLE, to=room.replace(resource=nick))
     ext = muc_xso.GenericExt()
-    ext.history = muc_xso.History(maxstanzas=0)
+    if history_since is None:
+        ext.history = muc_xso.History(maxstanzas=0)
+    else:
+        ext.history = muc_xso.History(since=datetime.datetime.fromtimestamp(history_since, datetime.UTC))
     if password:
         ext.password = password
     presence.xep0045_muc = ext

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,14 +26,20 @@ import aioxmpp.entitycaps.xso as caps_xso
 import aioxmpp.errors
 import aioxmpp.misc
 import aioxmpp.muc.xso as muc_xso
+import aioxmpp.nonza
 import aioxmpp.ping
 import aioxmpp.private_xml
+import aioxmpp.protocol
 import aioxmpp.pubsub.xso as pubsub_xso
+import aioxmpp.stream
+import aioxmpp.xml
+import lxml.etree
 import structlog
 
 from minimix.core import actions as A
 from minimix.core.bookmarks import Bookmark, RawItem, Source
 from minimix.core.events import (
+    CatchUpDone,
     ClientPresence,
     ClientText,
     LegacyBookmarksLoaded,
@@ -40,6 +47,7 @@ from minimix.core.events import (
     PepBookmarkRetracted,
     PepBookmarksLoaded,
     PingOutcome,
+    RelaysAcked,
     ReservedNickFound,
     RoomMessage,
     SelfAvailable,
@@ -47,7 +55,7 @@ from minimix.core.events import (
     SessionEstablished,
     SessionLost,
 )
-from minimix.xmpp import compat, muc
+from minimix.xmpp import compat, mam, muc
 from minimix.xmpp.adhoc import AdhocCommands
 from minimix.xmpp.xso import (
     CAPS_NODE,
@@ -69,6 +77,13 @@ from minimix.xmpp.xso import (
 )
 
 log = structlog.get_logger("minimix.xmpp")
+log_std = logging.getLogger("aioxmpp.client")
+
+
+def dt_stamp(stamp: float | None) -> str:
+    """An XEP-0082 date-time for a <delay/>: the given time, else now."""
+    when = datetime.datetime.fromtimestamp(stamp, datetime.UTC) if stamp is not None else datetime.datetime.now(datetime.UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 # -- events only the app cares about (connection state, for logs and STATUS=) -------
@@ -143,6 +158,35 @@ class Account:
 # XEP-0410 §4: how to read the answer to a self-ping.
 _STILL_JOINED = {"service-unavailable", "feature-not-implemented"}
 _UNDECIDED = {"remote-server-not-found", "remote-server-timeout"}
+
+
+def room_message(
+    room: str,
+    message: aioxmpp.Message,
+    body: str | None,
+    subject: str | None,
+    *,
+    private: bool = False,
+    stamp: float | None = None,
+    archived: bool = False,
+) -> RoomMessage:
+    """The event for a room's message; ``ref`` is the stanza serialised once, as it is
+    logged and forwarded (only for messages with something to relay)."""
+    origin = message.xep0359_origin_id
+    stanza_id = next((s.id_ for s in message.xep0359_stanza_ids if s.by is not None and str(s.by) == room), None)
+    return RoomMessage(
+        room,
+        message.from_.resource if message.from_ is not None else None,
+        body,
+        subject,
+        private=private,
+        stanza_id=stanza_id,
+        origin_id=origin.id_ if origin is not None else None,
+        message_id=message.id_,
+        ref=aioxmpp.xml.serialize_single_xso(message) if body is not None or subject is not None else None,
+        stamp=stamp,
+        archived=archived,
+    )
 
 
 SHOW_OF = {
@@ -252,6 +296,9 @@ class Session:
         self._pep_payloads: dict[str, Conference] = {}  # XEP-0402 items as last seen, kept whole
         self._rooms = rooms  # the rooms the user may pick from in ad-hoc forms
         self._legacy_count = 0
+        self._room_features: dict[str, frozenset[str]] = {}  # disco#info of rooms, this session
+        self._acked: list[str] = []  # relays the server has, reported once per loop turn
+        self._lost: list[str] = []
         self._awaiting_subject: set[str] = set()  # joins whose subject (the end of the join) is due
         self._room_show: tuple[aioxmpp.PresenceShow, str | None] = (aioxmpp.PresenceShow.NONE, None)
         self.client: compat.MinimixClient | None = None
@@ -302,6 +349,7 @@ class Session:
         self._presence = client.summon(aioxmpp.PresenceServer)
         self._presence.set_presence(aioxmpp.PresenceState(True), {None: "minimix"}, priority=-1)
         AdhocCommands(client, self._post, self._rooms, self.is_own_client)
+        self._archives = mam.Archives(client)
         self._setup_caps(disco, client)
 
     def is_own_client(self, peer: aioxmpp.JID | None) -> bool:
@@ -340,6 +388,46 @@ class Session:
         me = self.client.local_jid if self.client is not None else self.account.jid
         if peer is None or peer in (self.own, me, self.own.replace(localpart=None)):
             self._post(CapsQueried())
+
+    async def probe_previous_session(self, sm_id: str, inbound: int, timeout: float = 15.0) -> int | None:
+        """How many of our stanzas the server had from a previous run's XEP-0198 session.
+
+        Before the daemon's own session starts: log in, ask to resume the old session, read
+        the count from <resumed h=…/> or <failed h=…/> (Prosody remembers it for expired
+        sessions too), and close.  None when the server does not say.
+        """
+        acc = self.account
+        peer = [(acc.host, acc.port, aioxmpp.connector.STARTTLSConnector())] if acc.host else []
+        security = compat.security_layer(acc.password, acc.ca_file)
+        xmlstream = None
+        try:
+            async with asyncio.timeout(timeout):
+                if peer:
+                    errors: list[BaseException] = []
+                    result = await aioxmpp.node._try_options(
+                        peer, errors, acc.jid, security, negotiation_timeout=timeout,
+                        loop=asyncio.get_running_loop(), logger=log_std,
+                    )
+                    if result is None:
+                        return None
+                    _, xmlstream, features = result
+                else:
+                    _, xmlstream, features = await aioxmpp.node.connect_xmlstream(acc.jid, security)
+                if aioxmpp.nonza.StreamManagementFeature not in features:
+                    return None
+                answer = await aioxmpp.protocol.send_and_wait_for(
+                    xmlstream,
+                    [aioxmpp.nonza.SMResume(previd=sm_id, counter=inbound)],
+                    [aioxmpp.nonza.SMResumed, aioxmpp.nonza.SMFailed],
+                )
+                return answer.counter
+        except (OSError, TimeoutError, aioxmpp.errors.StreamError, aioxmpp.errors.StreamNegotiationFailure) as exc:
+            log.info("could not ask the server about the previous session", error=_describe(exc))
+            return None
+        finally:
+            if xmlstream is not None:
+                with contextlib.suppress(Exception):
+                    xmlstream.abort()
 
     async def stop(self, timeout: float = 5.0) -> None:
         for task in list(self._tasks):
@@ -467,20 +555,9 @@ class Session:
             return
         if message.subject and subject is None and body is None:
             subject = ""  # the subject was cleared: that is a change too
-        origin = message.xep0359_origin_id
-        self._post(
-            RoomMessage(
-                room,
-                message.from_.resource,
-                body,
-                subject,
-                private=private,
-                stanza_id=next((s.id_ for s in message.xep0359_stanza_ids if s.by is not None and str(s.by) == room), None),
-                origin_id=origin.id_ if origin is not None else None,
-                message_id=message.id_,
-                ref=message,
-            )
-        )
+        delays = message.xep0203_delay
+        stamp = delays[0].stamp.timestamp() if delays and delays[0].stamp is not None else None
+        self._post(room_message(room, message, body, subject, private=private, stamp=stamp))
 
     def _bookmark_node_emptied(self, message: aioxmpp.Message) -> aioxmpp.Message | None:
         """A purge or delete of our bookmark node: every XEP-0402 bookmark is gone.
@@ -691,10 +768,11 @@ class Session:
 
     # -- rooms -----------------------------------------------------------------------------
 
-    def join(self, room: str, nick: str, password: str | None) -> None:
+    def join(self, room: str, nick: str, password: str | None, history_since: float | None = None) -> None:
         self._nicks[room] = nick
         self._awaiting_subject.add(room)
-        self._enqueue(self._shown(muc.join_presence(aioxmpp.JID.fromstr(room), nick, password)))
+        presence = muc.join_presence(aioxmpp.JID.fromstr(room), nick, password, history_since)
+        self._enqueue(self._shown(presence))
 
     def leave(self, room: str, nick: str, status: str | None) -> None:
         self._enqueue(muc.leave_presence(aioxmpp.JID.fromstr(room), nick, status))
@@ -722,19 +800,62 @@ class Session:
 
         ``<private/>`` + ``<no-copy/>``: no carbon copies to clients that did not opt in.
         ``<no-store/>``: not archived in the account's MAM, where every MAM-syncing client
-        (Conversations, Gajim, Dino) would fetch every relay meant for another client.
+        (Conversations, Gajim, Dino) would fetch every relay meant for another client; minimix
+        keeps its own log for playback instead.  Each asks for a receipt (XEP-0184).
         """
-        original = action.ref
-        if not isinstance(original, aioxmpp.Message):
+        if not isinstance(action.ref, str):
             return
-        forwarded = aioxmpp.misc.Forwarded()
-        delay = aioxmpp.misc.Delay()
-        delays = original.xep0203_delay
-        delay.stamp = delays[0].stamp if delays else datetime.datetime.now(datetime.UTC)
-        forwarded.delay = delay
-        forwarded.stanza = original
+        stamp = dt_stamp(action.stamp)
+        forwarded = lxml.etree.fromstring(
+            f"<forwarded xmlns='{NS_FORWARD}'><delay xmlns='urn:xmpp:delay' stamp='{stamp}'/>"
+            f"{action.ref}</forwarded>"
+        )
         for resource, relay_id in action.deliveries:
-            self._enqueue(self._to_client(resource, action.text, relay_id, forwarded))
+            message = self._to_client(resource, action.text, relay_id, forwarded)
+            message.xep0184_request_receipt = True
+            tracked = action.seq is not None
+            self._enqueue(message, self._delivery_tracker(relay_id) if tracked else None)
+
+    def next_sm_positions(self, count: int) -> tuple[str | None, list[int | None], int | None]:
+        """Where the next ``count`` stanzas will stand in the XEP-0198 count: (session id,
+        their numbers, our inbound counter).  Valid until anything else is enqueued."""
+        client = self.client
+        stream = client.stream if client is not None else None
+        if stream is None or not stream.sm_enabled or not client.established:
+            return None, [None] * count, None
+        first = stream.sm_outbound_base + len(stream.sm_unacked_list) + len(stream._active_queue) + 1
+        return stream.sm_id, [(first + i) & 0xFFFFFFFF for i in range(count)], stream.sm_inbound_ctr
+
+    def _delivery_tracker(self, relay_id: str) -> Callable[[Any, Any], None]:
+        was_sent_with_sm = False
+
+        def on_state_change(token: Any, state: aioxmpp.stream.StanzaState) -> None:
+            nonlocal was_sent_with_sm
+            S = aioxmpp.stream.StanzaState
+            if state == S.SENT:
+                was_sent_with_sm = True
+            elif state == S.ACKED or (state == S.SENT_WITHOUT_SM and not was_sent_with_sm):
+                self._report(relay_id, delivered=True)
+            elif state in (S.SENT_WITHOUT_SM, S.DISCONNECTED, S.ABORTED, S.DROPPED, S.FAILED):
+                # SENT_WITHOUT_SM after SENT: the session died unacked and resuming failed
+                # without a count: the server may not have it.  Owed again, never lost.
+                self._report(relay_id, delivered=False)
+
+        return on_state_change
+
+    def _report(self, relay_id: str, *, delivered: bool) -> None:
+        batch = self._acked if delivered else self._lost
+        if not self._acked and not self._lost:
+            asyncio.get_running_loop().call_soon(self._flush_reports)
+        batch.append(relay_id)
+
+    def _flush_reports(self) -> None:
+        if self._acked:
+            self._post(RelaysAcked(tuple(self._acked), True))
+            self._acked = []
+        if self._lost:
+            self._post(RelaysAcked(tuple(self._lost), False))
+            self._lost = []
 
     def reply(self, resource: str, text: str) -> None:
         self._enqueue(self._to_client(resource, text, None, None))
@@ -742,9 +863,9 @@ class Session:
     def _to_client(self, resource: str, text: str, id_: str | None, forwarded: Any) -> aioxmpp.Message:
         message = aioxmpp.Message(type_=aioxmpp.MessageType.CHAT, to=self.own.replace(resource=resource), id_=id_)
         message.body[None] = text
-        if forwarded is not None:
+        if forwarded is not None:  # an lxml element: the original, kept byte for byte
             message.minimix_fallbacks.append(Fallback(NS_FORWARD))
-            message.minimix_forwarded = forwarded
+            message.minimix_unknown.append(forwarded)
         message.minimix_private = CarbonsPrivate()
         message.minimix_no_copy = NoCopy()
         message.minimix_no_store = NoStore()
@@ -782,6 +903,43 @@ class Session:
 
         self._spawn(ping(), f"self-ping {room}")
 
+    def catch_up(self, room: str, after: tuple[str, float] | None, limit: int) -> None:
+        """Fetch from the room's archive what came after ``after``; report CatchUpDone."""
+
+        async def run() -> None:
+            jid = aioxmpp.JID.fromstr(room)
+            try:
+                features = await self._features(jid)
+                if mam.NS_MAM not in features:
+                    self._post(CatchUpDone(room, mam=False))
+                    return
+                if after is None:  # first time here: only learn where the archive ends
+                    self._post(CatchUpDone(room, mam=True, head=await mam.newest_id(self._archives, jid)))
+                    return
+                found, more = await mam.catch_up(self._archives, jid, after, limit, mam.NS_MAM_EXTENDED in features)
+            except (TimeoutError, aioxmpp.errors.XMPPError, ConnectionError) as exc:
+                self._post(CatchUpDone(room, error=_describe(exc)))
+                return
+            messages = []
+            for archived in found:
+                message = archived.message
+                mam.add_stanza_id(message, jid, archived.id_)
+                body = message.body.any() if message.body else None
+                subject = message.subject.any() if message.subject else None
+                if message.type_ != aioxmpp.MessageType.GROUPCHAT or message.from_ is None:
+                    continue
+                messages.append(room_message(room, message, body, subject, stamp=archived.stamp, archived=True))
+            self._post(CatchUpDone(room, tuple(messages), more, mam=True))
+
+        self._spawn(run(), f"catch up {room}")
+
+    async def _features(self, jid: aioxmpp.JID) -> frozenset[str]:
+        key = str(jid)
+        if key not in self._room_features:
+            info = await self._disco_client.query_info(jid, require_fresh=True)
+            self._room_features[key] = frozenset(info.features)
+        return self._room_features[key]
+
     def query_reserved_nick(self, room: str) -> None:
         async def query() -> None:
             nick = None
@@ -811,12 +969,17 @@ class Session:
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    def _enqueue(self, stanza: Any) -> None:
+    def _enqueue(self, stanza: Any, on_state_change: Callable[[Any, Any], None] | None = None) -> None:
         client = self.client
         if client is None or not client.established:
+            if on_state_change is not None:
+                on_state_change(None, aioxmpp.stream.StanzaState.DROPPED)
             return  # the room machine knows we are offline; it rejoins on the next session
-        with contextlib.suppress(ConnectionError):
-            client.enqueue(stanza)
+        try:
+            client.enqueue(stanza, on_state_change=on_state_change)
+        except ConnectionError:
+            if on_state_change is not None:
+                on_state_change(None, aioxmpp.stream.StanzaState.DROPPED)
 
     def _spawn(self, coro: Awaitable[Any], what: str) -> None:
         task = asyncio.ensure_future(coro)
