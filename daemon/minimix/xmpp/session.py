@@ -413,7 +413,9 @@ class Session:
                     _, xmlstream, features = result
                 else:
                     _, xmlstream, features = await aioxmpp.node.connect_xmlstream(acc.jid, security)
-                if aioxmpp.nonza.StreamManagementFeature not in features:
+                try:
+                    features[aioxmpp.nonza.StreamManagementFeature]
+                except KeyError:
                     return None
                 answer = await aioxmpp.protocol.send_and_wait_for(
                     xmlstream,
