@@ -26,21 +26,11 @@ from minimix import logging as minimix_logging
 from minimix import status as status_file
 from minimix.core import actions as A
 from minimix.core.backoff import backoff_delay
+from minimix.core.engine import EVENTS as ENGINE_EVENTS
 from minimix.core.engine import Engine
 from minimix.core.events import (
-    CatchUpDone,
-    ClientCommand,
-    ClientPresence,
-    ClientText,
-    LegacyBookmarksLoaded,
-    OccupantLeft,
-    OccupantPresent,
-    PepBookmarkPublished,
-    PepBookmarkRetracted,
-    PepBookmarksLoaded,
     PlaybackLoaded,
     RelaysAcked,
-    RoomEvent,
     RoomMessage,
     SessionEstablished,
     SessionLost,
@@ -113,25 +103,6 @@ class PruneDue:
 QUIET_EVENTS = (RoomActivity, RoomMessage, RelaysAcked, WatchdogDue, SnapshotDue, PruneDue)  # events that change nothing `status` shows
 SNAPSHOT_DELAY_S = 0.5
 
-ENGINE_EVENTS = (
-    RoomEvent,
-    RoomMessage,
-    SessionEstablished,
-    SessionLost,
-    PepBookmarksLoaded,
-    PepBookmarkPublished,
-    PepBookmarkRetracted,
-    LegacyBookmarksLoaded,
-    OccupantPresent,
-    OccupantLeft,
-    ClientPresence,
-    RoomMessage,
-    ClientText,
-    ClientCommand,
-    CatchUpDone,
-    PlaybackLoaded,
-    RelaysAcked,
-)
 PRUNE_INTERVAL_S = 3600.0
 
 

@@ -42,22 +42,29 @@ from minimix.core.rooms import Rooms
 
 STOPPING = "minimix is stopping"
 
+ACCOUNT_EVENTS = (
+    SessionEstablished,
+    SessionLost,
+    PepBookmarksLoaded,
+    PepBookmarkPublished,
+    PepBookmarkRetracted,
+    LegacyBookmarksLoaded,
+    OccupantPresent,
+    OccupantLeft,
+    ClientPresence,
+    RoomMessage,
+    ClientText,
+    ClientCommand,
+    CatchUpDone,
+    PlaybackLoaded,
+    RelaysAcked,
+)
+EVENTS = (RoomEvent, *ACCOUNT_EVENTS)
+"""Every event the engine takes (the app hands it these and nothing else)."""
 AccountEvent = (
-    SessionEstablished
-    | SessionLost
-    | PepBookmarksLoaded
-    | PepBookmarkPublished
-    | PepBookmarkRetracted
-    | LegacyBookmarksLoaded
-    | OccupantPresent
-    | OccupantLeft
-    | ClientPresence
-    | RoomMessage
-    | ClientText
-    | ClientCommand
-    | CatchUpDone
-    | PlaybackLoaded
-    | RelaysAcked
+    SessionEstablished | SessionLost | PepBookmarksLoaded | PepBookmarkPublished | PepBookmarkRetracted
+    | LegacyBookmarksLoaded | OccupantPresent | OccupantLeft | ClientPresence | RoomMessage | ClientText
+    | ClientCommand | CatchUpDone | PlaybackLoaded | RelaysAcked
 )
 
 
