@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import datetime
 import logging
 from collections.abc import Awaitable, Callable
@@ -812,8 +813,10 @@ class Session:
             f"<forwarded xmlns='{NS_FORWARD}'><delay xmlns='urn:xmpp:delay' stamp='{stamp}'/>"
             f"{action.ref}</forwarded>"
         )
-        for resource, relay_id in action.deliveries:
-            message = self._to_client(resource, action.text, relay_id, forwarded)
+        for n, (resource, relay_id) in enumerate(action.deliveries):
+            # An lxml element can sit in one tree only: each relay gets its own copy.
+            element = forwarded if n == len(action.deliveries) - 1 else copy.deepcopy(forwarded)
+            message = self._to_client(resource, action.text, relay_id, element)
             message.xep0184_request_receipt = True
             tracked = action.seq is not None
             self._enqueue(message, self._delivery_tracker(relay_id) if tracked else None)
