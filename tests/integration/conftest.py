@@ -184,7 +184,14 @@ class User:
     # -- the daemon ----------------------------------------------------------------------
 
     def start(self, extra: dict | None = None, **kw) -> DaemonProcess:
-        """Start the daemon for this account (python -m minimix run --config FILE)."""
+        """Start the daemon for this account (python -m minimix run --config FILE).
+
+        On a server without retract notifications (ejabberd 23.01) a removed bookmark is
+        noticed by polling, every `[bookmarks] poll_interval_s` (30 s by default): tests use
+        2 s unless they set it (one test checks the default's bound)."""
+        if not self.server.retract_notifications:
+            extra = dict(extra or {})
+            extra["bookmarks"] = {"poll_interval_s": 2, **extra.get("bookmarks", {})}
         return self._daemon(self.server, self.account, extra=extra, resource=self.resource, **kw)
 
     def start_as(self, account: Account, extra: dict | None = None, **kw) -> DaemonProcess:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 
 import pytest
 
@@ -161,3 +162,17 @@ def test_wrong_password_then_the_right_one_in_the_bookmark_gets_in(user):
     user.phone.publish_bookmark(room, nick="late", password="right-pw")
 
     user.wait_joined(room, "late")
+
+
+def test_without_retract_notifications_a_removal_is_noticed_within_a_minute(ejabberd, make_user):
+    """ejabberd 23.01 pushes no retracts: with the default poll interval the daemon still
+    leaves a room whose bookmark another client removed within 60 s (the target)."""
+    user = make_user(ejabberd)
+    room = user.room()
+    user.phone.publish_bookmark(room, nick="polled")
+    user._daemon(ejabberd, user.account, resource=user.resource)  # the default config
+    user.wait_joined(room, "polled")
+    user.phone.retract_bookmark(room)
+    started = time.monotonic()
+    user.wait_left(room, timeout=60)
+    assert time.monotonic() - started <= 60
