@@ -78,8 +78,15 @@ def main() -> int:
         for room in rooms:
             wait_until(lambda r=room: alice_in(bob_client, r), timeout=30, message=f"alice in {room}")
         show_rooms(bob_client, rooms)
+        # One of alice's clients asks minimix for everything: it gets bob's words relayed.
+        laptop = TestClient(server, alice, "laptop").connect()
+        clients.append(laptop)
+        laptop.send_message(f"{alice.jid}/minimix", "relay all")
+        wait_until(lambda: any("relay for this client" in (m["body"] or "") for m in laptop.messages),
+                   timeout=30, message="minimix answered the laptop")
+        say("alice's laptop sent 'relay all' to minimix: it now gets every room message")
         print_howto(server, alice)
-        return chat(bob_client, rooms, daemon)
+        return chat(bob_client, laptop, rooms, daemon)
     except KeyboardInterrupt:
         return 0
     finally:
@@ -120,14 +127,16 @@ def print_howto(server: ProsodyServer, alice: Account) -> None:
   Gajim:      account {alice.jid}, password {PASSWORD}, custom host {server.host}:{server.port},
               accept the test certificate (CA: {server.ca_file})
 Add, remove or rename bookmarks there and watch the daemon's log above and bob's view below.
+From that client, send "help" to {alice.jid}/minimix to try the relay commands.
 {DIM}Ctrl-C stops the daemon, the clients and the server.{RESET}
 """,
         flush=True,
     )
 
 
-def chat(bob: TestClient, rooms: list[str], daemon: subprocess.Popen) -> int:
+def chat(bob: TestClient, laptop: TestClient, rooms: list[str], daemon: subprocess.Popen) -> int:
     seen = {room: {nick for nick in bob.occupants(room) if nick != "bob"} for room in rooms}
+    shown = len(laptop.messages)
     n = 0
     while daemon.poll() is None:
         n += 1
@@ -143,6 +152,10 @@ def chat(bob: TestClient, rooms: list[str], daemon: subprocess.Popen) -> int:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and daemon.poll() is None:
             time.sleep(0.5)  # pacing the demo's chatter, not waiting for a condition
+            for m in laptop.messages[shown:]:
+                if str(m["from"]).endswith("/minimix") and m["body"]:
+                    say(f"alice's laptop got from minimix: {m['body']!r}")
+            shown = len(laptop.messages)
     return daemon.returncode or 0
 
 
