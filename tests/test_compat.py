@@ -233,3 +233,48 @@ def test_jid_preparation_is_memoised():
     assert jid == aioxmpp.JID("room", "conference.example.org", "Ünïcode Nick")
     with pytest.raises(ValueError):  # errors are still errors (and not cached as results)
         aioxmpp.JID.fromstr("a@b/\u0000")
+
+
+# -- 9. ack requests coalesced ----------------------------------------------------------------
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("stock", [True, False], ids=["stock", "patched"])
+def test_ack_requests_are_coalesced(prosody, stock, monkeypatch):
+    """Stock aioxmpp sends an XEP-0198 <r/> after every batch of stanzas; ours at most one
+    per SM_REQUEST_INTERVAL_S (each <r/> costs an <a/> and, with Nagle, a 40 ms stall)."""
+    import aioxmpp.nonza
+    import aioxmpp.stream
+
+    if stock:
+        monkeypatch.setattr(aioxmpp.stream.StanzaStream, "_process_outgoing", compat._orig_process_outgoing)
+    account = prosody.new_account()
+
+    async def main():
+        client = compat.MinimixClient(
+            aioxmpp.JID.fromstr(f"{account.jid}/r"),
+            compat.security_layer(account.password, str(prosody.ca_file)),
+            delay_for=lambda attempt: 0.1,
+            override_peer=[(prosody.host, prosody.port, aioxmpp.connector.STARTTLSConnector())],
+            pin_peer=True,
+        )
+        async with client.connected():
+            xmlstream = client.stream._xmlstream
+            sent = []
+            original = xmlstream.send_xso
+            xmlstream.send_xso = lambda x: (sent.append(type(x)), original(x))[1]
+            for n in range(20):  # 20 separate batches, one loop turn each
+                msg = aioxmpp.Message(type_=aioxmpp.MessageType.CHAT, to=client.local_jid)
+                msg.body[None] = f"{n}"
+                client.enqueue(msg)
+                await asyncio.sleep(0.001)
+            await asyncio.sleep(compat.SM_REQUEST_INTERVAL_S * 2)
+            xmlstream.send_xso = original
+            return sent.count(aioxmpp.nonza.SMRequest), client.stream.sm_unacked_list
+
+    requests, unacked = asyncio.run(asyncio.wait_for(main(), 30))
+    if stock:
+        assert requests >= 20  # the defect: one per batch
+    else:
+        assert 1 <= requests <= 3
+    assert unacked == []  # acknowledged in the end either way
