@@ -184,8 +184,10 @@ class Clients:
         live messages back until then, so everything arrives in order and once."""
         if self.room_mam.get(room) is False:
             return []  # no archive: the join asked for the history since our cursor instead
-        self.catching_up[room] = []
-        return [A.CatchUp(room, self.room_cursor.get(room), self.catchup_max)]
+        cursor = self.room_cursor.get(room)
+        if cursor is not None:  # a first join has nothing to catch up: nothing to hold back
+            self.catching_up[room] = []
+        return [A.CatchUp(room, cursor, self.catchup_max)]
 
     def history_since(self, room: str) -> float | None:
         """For a room without an archive: catch up with the join's history since this time."""
