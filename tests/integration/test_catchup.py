@@ -1,0 +1,339 @@
+"""Catch-up: what a room said while the daemon was away reaches the opted-in clients,
+from the room's archive (MAM), once each, in order, with the original time.
+
+The daemon is stopped (SIGTERM) while bob talks, and started again. Every relay is
+judged on the stanza the client received: its fallback body says which message it is,
+its ``<forwarded/>`` carries the original with the room's ``<stanza-id/>`` and its
+``<delay/>``. "Exactly these, once each" is checked after a later live message reached
+the client: the daemon sends to one client in order, so nothing before it is still due.
+
+The rooms have history before the daemon first joins them, and the tests wait until the
+daemon has stored where their archive ends: a room that is silent at the first join, and
+a relay still unacknowledged at a stop, are pinned down by tests of their own.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import NS, tostring, wait_until
+from harness.relays import answers_to, post, relays_to, tally, texts, wait_text
+from harness.store import in_flight, room_state, state_dir
+
+NICK = "Ally"
+
+
+def label(room: str) -> str:
+    return room.split("@", 1)[0]
+
+
+def start_in_room(user, room: str, clients: dict[str, str], extra: dict | None = None):
+    """Bookmark `room`, start the daemon with [relay.clients] modes; once it joined."""
+    user.phone.publish_bookmark(room, nick=NICK)
+    config = {"relay": {"clients": clients}}
+    for section, values in (extra or {}).items():
+        config.setdefault(section, {}).update(values)
+    d = user.start(config)
+    user.wait_joined(room, NICK)
+    return d
+
+
+def room_with_history(user, prefix: str, history: int = 1) -> str:
+    """A room where bob said `history` things before the daemon ever came."""
+    room = user.room(prefix=prefix)
+    post(user, room, [f"long ago {i}" for i in range(history)])
+    return room
+
+
+def wait_archive_seen(d, room: str) -> None:
+    """The daemon has stored where the room's archive ends (its first catch-up is over)."""
+    wait_until(
+        lambda: (room_state(d, room) or (None,))[0] is not None,
+        message=lambda: f"no archive cursor for {room}: {room_state(d, room)}",
+    )
+
+
+def wait_settled(d) -> None:
+    """No relay is in flight: the server acknowledged every one and the daemon knows it."""
+    wait_until(lambda: in_flight(d) == [], message=lambda: f"still in flight: {in_flight(d)}")
+
+
+def stop_and_post(user, d, room: str, said: list[str]) -> tuple[dict, float, float]:
+    """Stop the daemon (SIGTERM), wait until bob sees it gone, post;
+    (stanza-ids, time before the first, time after the last)."""
+    assert d.stop() == 0
+    user.wait_left(room)
+    before = time.time()
+    ids = post(user, room, said)
+    assert user.daemon_nick(room) is None  # really said while the daemon was away
+    return ids, before, time.time()
+
+
+# -- (1) the daemon was stopped ------------------------------------------------------------
+
+
+@pytest.mark.interop
+def test_messages_said_while_the_daemon_was_stopped_arrive_once_in_order_with_delay_and_stanza_id(
+    user,
+):
+    room = room_with_history(user, "kitchen")
+    laptop = user.other("laptop")
+    d = start_in_room(user, room, {"laptop": "all"})
+    wait_archive_seen(d, room)
+
+    said = [f"missed {i:02d}" for i in range(1, 21)]
+    ids, said_from, said_until = stop_and_post(user, d, room, said)
+    mark, since = len(laptop.messages), len(d.lines)
+    d.start()
+    user.wait_joined(room, NICK)
+    wait_text(user, laptop, said[-1], since=mark)
+    d.wait_log(r"caught up .*messages=20 more=0", since=since)  # from the room's archive
+    post(user, room, ["live again"])
+    wait_text(user, laptop, "live again", since=mark)
+
+    got = relays_to(laptop, user.full_jid, mark)
+    assert [r.text for r in got] == [*said, "live again"], tally(
+        [r.text for r in got], [*said, "live again"]
+    ).summary()
+    stamps = []
+    for r in got[:-1]:
+        inner = r.inner
+        assert inner is not None, f"relay without the original: {tostring(r.stanza)}"
+        assert r.inner_body == r.text
+        assert inner.get("from") == f"{room}/bob" and inner.get("type") == "groupchat"
+        assert r.stanza_id(room) == ids[r.text], tostring(r.stanza)
+        assert r.delay is not None, tostring(r.stanza)
+        # the time bob said it (the daemon was not running then), not the relay's time
+        assert said_from - 1 <= r.delay.timestamp() <= said_until + 0.1, (r.text, r.delay)
+        stamps.append(r.delay)
+    assert stamps == sorted(stamps)
+    assert got[-1].stanza_id(room) is not None and got[-1].delay is not None
+    assert answers_to(laptop, user.full_jid, mark) == []  # no "more messages" notice
+
+
+@pytest.mark.xfail(
+    reason="BUG: a clean stop (SIGTERM) leaves relays the server has not acknowledged yet "
+    "(acks are requested up to 0.2 s later, and acks that come while draining are never "
+    "handled) in flight in the store; the next start cannot ask the server about a session "
+    "that was closed (no count), so they are owed again: the client gets them twice",
+    strict=True,
+)
+def test_a_relay_received_just_before_a_clean_stop_is_not_relayed_again(user):
+    room = room_with_history(user, "kitchen")
+    laptop = user.other("laptop")
+    d = start_in_room(user, room, {"laptop": "all"})
+    wait_archive_seen(d, room)
+    for attempt in range(5):  # until the stop came before the server's ack (nearly always)
+        text = f"just before the stop {attempt}"
+        post(user, room, [text])
+        wait_text(user, laptop, text)  # the client has it: so has the server
+        assert d.stop() == 0
+        left = in_flight(d)
+        if left:
+            break
+        d.start()
+        user.wait_joined(room, NICK)
+    print("in flight after the clean stop:", left)
+    mark = len(laptop.messages)
+    d.start()
+    user.wait_joined(room, NICK)
+    post(user, room, ["after the restart"])
+    wait_text(user, laptop, "after the restart", since=mark)
+    assert texts(user, laptop, mark) == ["after the restart"]
+
+
+@pytest.mark.xfail(
+    reason="BUG: a room whose archive was empty at the daemon's first join never gets an "
+    "archive cursor (CatchUpDone.head is None; live messages have not moved it yet), so the "
+    "next join catches up nothing: what was said while the daemon was away is lost",
+    strict=True,
+)
+def test_a_room_that_was_silent_when_the_daemon_first_joined_is_caught_up_too(user):
+    """Nothing was ever said in the room before the daemon joined: its archive was empty."""
+    room = user.room(prefix="quiet")
+    laptop = user.other("laptop")
+    d = start_in_room(user, room, {"laptop": "all"})
+    # The first catch-up is over: the daemon knows the room keeps an archive.
+    wait_until(lambda: (room_state(d, room) or (None, None, None))[2] == 1)
+    assert texts(user, laptop) == []
+
+    said = [f"first ever {i}" for i in range(1, 6)]
+    stop_and_post(user, d, room, said)
+    print("room_state after the first run:", room_state(d, room))
+    mark = len(laptop.messages)
+    d.start()
+    user.wait_joined(room, NICK)
+    post(user, room, ["live again"])
+    wait_text(user, laptop, "live again", since=mark)
+    assert texts(user, laptop, mark) == [*said, "live again"]
+
+
+# -- (6) catchup_max ---------------------------------------------------------------------
+
+NOTICE = re.compile(r"^\[(?P<label>[^\]]+)\] (?P<n>\d+) more messages in (?P<room>\S+) not shown$")
+
+
+def missed_with_catchup_max_5(user, history: int):
+    """`history` messages before the daemon came, 12 while it was away, catchup_max 5:
+    (room, the 12, the relays' texts, the answers) once a live message came after them."""
+    room = room_with_history(user, "busy", history)
+    laptop = user.other("laptop")
+    d = start_in_room(user, room, {"laptop": "all"}, extra={"relay": {"catchup_max": 5}})
+    wait_archive_seen(d, room)
+
+    said = [f"busy {i:02d}" for i in range(1, 13)]
+    stop_and_post(user, d, room, said)
+    mark, since = len(laptop.messages), len(d.lines)
+    d.start()
+    user.wait_joined(room, NICK)
+    d.wait_log(r"caught up", since=since)  # else the live one is among the newest five
+    post(user, room, ["live again"])
+    wait_text(user, laptop, "live again", since=mark)
+    return room, said, texts(user, laptop, mark), answers_to(laptop, user.full_jid, mark)
+
+
+def test_catchup_max_relays_the_newest_in_order_and_one_notice_for_the_rest(user):
+    room, said, relayed, answers = missed_with_catchup_max_5(user, history=1)
+    assert relayed == [*said[-5:], "live again"]
+    assert len(answers) == 1 and (notice := NOTICE.match(answers[0])), answers
+    assert (notice["label"], notice["room"]) == (label(room), room)
+    assert int(notice["n"]) >= 7, answers
+
+
+@pytest.mark.xfail(
+    reason="BUG: the notice's count is the archive's RSM count minus the messages shown, but "
+    "Prosody counts the whole archive (its after-id is a stop key, applied after the count): "
+    "every message from before the daemon's cursor is counted as 'not shown' too",
+    strict=True,
+)
+def test_catchup_max_notice_counts_exactly_the_messages_not_shown(user):
+    room, said, relayed, answers = missed_with_catchup_max_5(user, history=6)
+    assert relayed == [*said[-5:], "live again"]
+    assert answers == [f"[{label(room)}] 7 more messages in {room} not shown"]
+
+
+# -- (7), (8) rooms without an archive ------------------------------------------------------
+
+
+def room_without_archive(user, prefix: str = "nomam") -> str:
+    """A room whose owner turned archiving off (Prosody's mod_muc_mam room option)."""
+    room = user.room(prefix=prefix)
+    user.bob.configure_room(room, {"muc#roomconfig_enablearchiving": False})
+    features = user.bob.disco_info(room).features
+    assert NS["mam"] not in features, features
+    return room
+
+
+@pytest.mark.xfail(
+    reason="BUG: the history fallback needs an archive cursor (room_cursor), which only a "
+    "message with the room's stanza-id sets; a room without MAM adds none (Prosody adds "
+    "<stanza-id/> only when it archives), so history_since() is None and the rejoin asks "
+    "for no history: what was said while the daemon was away is lost",
+    strict=True,
+)
+def test_a_room_without_archive_is_caught_up_from_its_history_once(user):
+    room = room_without_archive(user)
+    laptop = user.other("laptop")
+    d = start_in_room(user, room, {"laptop": "all"})
+    wait_until(lambda: (room_state(d, room) or (None, None, None))[2] == 0)  # no archive, it knows
+    post(user, room, ["before the break"])
+    wait_text(user, laptop, "before the break")
+    wait_settled(d)
+
+    said = [f"unarchived {i}" for i in range(1, 6)]
+    stop_and_post(user, d, room, said)
+    print("room_state after the first run:", room_state(d, room))
+    mark = len(laptop.messages)
+    d.start()
+    user.wait_joined(room, NICK)
+    post(user, room, ["live again"])
+    wait_text(user, laptop, "live again", since=mark)
+    assert texts(user, laptop, mark) == [*said, "live again"]
+
+
+def minimix_status(d) -> tuple[int, str]:
+    r = subprocess.run(
+        [sys.executable, "-m", "minimix", "status", "--config", str(d.config_file)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return r.returncode, r.stdout + r.stderr
+
+
+def test_status_shows_the_rooms_without_an_archive(user):
+    archived = user.room(prefix="archived")
+    plain = room_without_archive(user, prefix="plain")
+    user.phone.publish_bookmark(archived, nick=NICK)
+    d = start_in_room(user, plain, {})
+    user.wait_joined(archived, NICK)
+
+    def rows():
+        code, out = minimix_status(d)
+        assert code == 0, out
+        found = {line.split()[0]: line for line in out.splitlines() if "@" in line.split(" ")[0]}
+        assert "no archive (MAM)" in found.get(plain, ""), out
+        return found
+
+    found = wait_until(rows)
+    assert "catch-up from the room's history" in found[plain]
+    assert "no archive" not in found[archived], found[archived]
+    r = subprocess.run(
+        [sys.executable, "-m", "minimix", "status", "--json", "--config", str(d.config_file)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    archive = {room["room"]: room.get("archive") for room in json.loads(r.stdout)["rooms"]}
+    assert archive == {archived: True, plain: False}
+
+
+# -- (5) a corrupt store ---------------------------------------------------------------------
+
+GARBAGE = b"this is not an SQLite database\x00\xff\xfe" * 512
+
+
+@pytest.mark.parametrize("damage", ["garbage", "header-kept"])
+def test_a_corrupt_store_is_moved_aside_and_the_daemon_starts_fresh(user, damage):
+    room = user.room(prefix="kitchen")
+    laptop = user.other("laptop")
+    d = start_in_room(user, room, {"laptop": "all"})
+    post(user, room, ["before the damage"])
+    wait_text(user, laptop, "before the damage")
+    assert d.stop() == 0
+    user.wait_left(room)
+
+    store = state_dir(d) / "minimix.sqlite3"
+    assert store.exists() and in_flight(d) is not None
+    if damage == "garbage":
+        bad = GARBAGE
+    else:  # a valid SQLite header, every page after the first overwritten
+        page = 4096
+        good = store.read_bytes()
+        bad = good[:page] + GARBAGE[: max(len(good) - page, page)]
+    store.write_bytes(bad)
+    leftovers = {p.name for p in store.parent.iterdir()}
+    mark = len(d.lines)
+    d.start()
+    line = d.wait_log(r"store was unreadable", since=mark)
+    moved = re.search(r"moved_to=(\S+)", line.string)
+    assert moved, line.string
+    aside = Path(moved[1].strip("\"'"))
+    assert aside.parent == store.parent and aside.name.startswith("minimix.sqlite3.corrupt")
+    assert aside.read_bytes() == bad  # kept as it was, for a post-mortem
+    assert aside.name not in leftovers
+
+    user.wait_joined(room, NICK)  # the bookmarks still say where to be
+    post(user, room, ["after the damage"])
+    wait_text(user, laptop, "after the damage")
+    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as db:
+        assert db.execute("PRAGMA quick_check").fetchone() == ("ok",)
+    assert not d.grep(r"Traceback|internal error", since=mark), d.tail()
