@@ -278,3 +278,24 @@ def test_ack_requests_are_coalesced(prosody, stock, monkeypatch):
     else:
         assert 1 <= requests <= 3
     assert unacked == []  # acknowledged in the end either way
+
+
+# -- 10. <failed/> without a condition ----------------------------------------------------------
+
+FAILED_WITHOUT_CONDITION = b"<failed xmlns='urn:xmpp:sm:3' h='17' previd='abc'/>"
+
+
+def test_sm_failed_without_condition_is_read():
+    import aioxmpp.nonza
+
+    failed = aioxmpp.xml.read_single_xso(io.BytesIO(FAILED_WITHOUT_CONDITION), aioxmpp.nonza.SMFailed)
+    assert failed.counter == 17
+
+
+def test_stock_sm_failed_needs_a_condition(monkeypatch):
+    import aioxmpp.nonza
+    from aioxmpp.xso.model import _PropBase
+
+    monkeypatch.setattr(aioxmpp.nonza.SMFailed.condition.xq_descriptor, "default", _PropBase.NO_DEFAULT)
+    with pytest.raises(ValueError):
+        aioxmpp.xml.read_single_xso(io.BytesIO(FAILED_WITHOUT_CONDITION), aioxmpp.nonza.SMFailed)

@@ -10,7 +10,6 @@ import aioxmpp.node
 import aioxmpp.nonza
 import aioxmpp.protocol
 import OpenSSL.SSL
-import pytest
 
 from minimix.xmpp import session as S
 
@@ -46,14 +45,6 @@ def test_the_count_comes_from_failed_h(monkeypatch):
     assert count == 42 and stream.aborted
 
 
-@pytest.mark.xfail(
-    reason="BUG: probe_previous_session catches OSError, TimeoutError and aioxmpp's stream "
-    "errors, but not OpenSSL.SSL.Error: when the server closes the TLS stream while the "
-    "probe waits for <resumed/>/<failed/> (Prosody does right after <failed/> when it "
-    "refuses the resume, e.g. for a stale h), ZeroReturnError escapes and the daemon exits "
-    "with 70 at start (seen in the SIGKILL burst test)",
-    strict=True,
-)
 def test_a_server_closing_the_tls_stream_does_not_stop_the_daemon(monkeypatch):
     def closed():
         raise OpenSSL.SSL.ZeroReturnError()

@@ -29,6 +29,7 @@ from minimix.core.backoff import backoff_delay
 from minimix.core.engine import EVENTS as ENGINE_EVENTS
 from minimix.core.engine import Engine
 from minimix.core.events import (
+    KnownMessages,
     PlaybackLoaded,
     RelaysAcked,
     RoomMessage,
@@ -104,6 +105,7 @@ QUIET_EVENTS = (RoomActivity, RoomMessage, RelaysAcked, WatchdogDue, SnapshotDue
 SNAPSHOT_DELAY_S = 0.5
 
 PRUNE_INTERVAL_S = 3600.0
+HISTORY_SLACK_S = 5.0  # history "since" is inclusive and clocks differ: de-duplicate around it
 
 
 def room_policy(config: Any) -> RoomPolicy:
@@ -289,6 +291,10 @@ class App:
         if self.stopping and self.exit_code is None:
             if self.session is not None:
                 await self.session.drain(2.0)
+            while not self.queue.empty():  # acks of the last relays: settle them in the store
+                event = self.queue.get_nowait()
+                if isinstance(event, RelaysAcked):
+                    self._dispatch(event)
             self.exit_code = EX_OK
 
     # -- dispatch ------------------------------------------------------------------------
@@ -369,7 +375,12 @@ class App:
                 case A.Join(room, nick, password):
                     if password:
                         minimix_logging.add_secret(password)
-                    session.join(room, nick, password, self.engine.history_since(room))
+                    since = self.engine.history_since(room)
+                    if since is not None:  # a room without an archive: its history, minus what we have
+                        assert self.store is not None
+                        keys = tuple(self.store.keys_since(room, since - HISTORY_SLACK_S))
+                        self._execute(self.engine.handle(KnownMessages(room, keys), time.time()))
+                    session.join(room, nick, password, since)
                 case A.Leave(room, nick, status):
                     session.leave(room, nick, status)
                 case A.ChangeNick(room, nick):
@@ -409,10 +420,10 @@ class App:
                     session.relay(action)
                 case A.Relay():
                     session.relay(action)
-                case A.StoreMessage(seq, room, stanza_id, nick, private, stamp, body, subject, text, ref):
+                case A.StoreMessage(seq, room, stanza_id, nick, private, stamp, body, subject, text, ref, key):
                     assert self.store is not None
                     self.store.store_message(
-                        StoredMessage(seq, room, stanza_id, nick, private, stamp, body, subject, text, str(ref))
+                        StoredMessage(seq, room, stanza_id, nick, private, stamp, body, subject, text, str(ref), key)
                     )
                 case A.SaveRoom(room, cursor, mam):
                     assert self.store is not None

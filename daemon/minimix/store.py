@@ -81,6 +81,12 @@ MIGRATIONS: list[str] = [
         inbound INTEGER NOT NULL
     );
     """,
+    # 3: each message's de-duplication key, for rooms whose history is asked again after
+    # a restart (rooms without an archive: no ids to go by)
+    """
+    ALTER TABLE message ADD COLUMN key TEXT;
+    CREATE INDEX message_room_stamp ON message (room, stamp)
+    """,
 ]
 
 
@@ -181,8 +187,9 @@ class Store:
         with self._transaction():
             cur = self.db.execute(
                 "INSERT OR IGNORE INTO message (seq, room, stanza_id, nick, private, stamp, body, "
-                "subject, text, xml) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (m.seq, m.room, m.stanza_id, m.nick, int(m.private), m.stamp, m.body, m.subject, m.text, m.xml),
+                "subject, text, xml, key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (m.seq, m.room, m.stanza_id, m.nick, int(m.private), m.stamp, m.body, m.subject, m.text,
+                 m.xml, m.key),
             )
             if m.stanza_id:
                 self._set_room_cursor(m.room, m.stanza_id, m.stamp)
@@ -206,6 +213,15 @@ class Store:
             else:
                 more += 1
         return found, more
+
+    def keys_since(self, room: str, since: float) -> list[str]:
+        """The de-duplication keys of a room's messages logged since ``since``."""
+        return [
+            key
+            for (key,) in self.db.execute(
+                "SELECT key FROM message WHERE room = ? AND stamp >= ? AND key IS NOT NULL", (room, since)
+            )
+        ]
 
     def prune(self, before: float) -> int:
         with self._transaction():
@@ -337,3 +353,4 @@ class StoredMessage:
     subject: str | None
     text: str  # the relay's fallback body
     xml: str  # the original stanza, as it is forwarded
+    key: str | None = None  # what de-duplicates it

@@ -27,7 +27,6 @@ import random
 from collections import Counter, deque
 from dataclasses import dataclass
 
-import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
@@ -290,7 +289,10 @@ class Delivery(RuleBasedStateMachine):
         if after is None:
             head = (archive[-1].sid, archive[-1].stamp) if archive else None
             return CatchUpDone(room, mam=True, head=head)
-        start = next(i for i, p in enumerate(archive) if p.sid == after[0]) + 1
+        if after[0] is None:  # no id to go by (the archive was empty): a start time
+            start = next((i for i, p in enumerate(archive) if p.stamp >= after[1]), len(archive))
+        else:
+            start = next(i for i, p in enumerate(archive) if p.sid == after[0]) + 1
         found = archive[start:]
         shown = found[-limit:] if limit else []
         messages = tuple(
@@ -465,13 +467,9 @@ def stored(seq: int, room: str, body: str) -> Stored:
     return Stored(seq, room, "bob", False, 1000.0, body, None, f"[r] bob: {body}", f"<m{seq}/>")
 
 
-@pytest.mark.xfail(
-    reason="BUG: at a start the clients' presences come before the bookmarks: the engine has "
-    "no rooms yet, so Clients._wanted() knows no nick and a nick mention owed to a mentions "
-    "client is left out of its playback (a later live mention then moves the cursor past it)",
-    strict=True,
-)
 def test_a_nick_mention_owed_at_start_is_in_the_playback():
+    """At a start the clients' presences come before the bookmarks: the playback waits for
+    them (which rooms, which nick), then a nick mention owed to a mentions client is in it."""
     room = ROOMS[0]
     engine = Engine(default_nick=NICK, relay_globs={"phone": "mentions"}, rng=random.Random(1))
     engine.restore(
@@ -481,9 +479,11 @@ def test_a_nick_mention_owed_at_start_is_in_the_playback():
         offline_since={},
     )
     engine.handle(SessionEstablished(), 1000.0)
+    early = engine.handle(ClientPresence("phone", True), 1000.0)
+    assert not [a for a in early if isinstance(a, A.LoadPlayback)]  # not before the bookmarks
     (load,) = [
         a
-        for a in engine.handle(ClientPresence("phone", True), 1000.0)
+        for a in engine.handle(PepBookmarksLoaded((bookmark(room),)), 1000.0)
         if isinstance(a, A.LoadPlayback)
     ]
     assert load.cursors == {room: 1}
@@ -510,12 +510,6 @@ def test_a_keyword_mention_owed_at_start_is_in_the_playback():
     assert [a.seq for a in actions if isinstance(a, A.Relay)] == [2]
 
 
-@pytest.mark.xfail(
-    reason="BUG: a room whose archive is empty at the first join gets no cursor "
-    "(CatchUpDone.head is None), so the next join asks the archive for nothing (after=None: "
-    "only its newest id): what was said meanwhile is never relayed",
-    strict=True,
-)
 def test_a_room_whose_archive_was_empty_at_the_first_join_is_caught_up_later():
     model = Delivery(warm=False)
     model.quiesce()  # joined both rooms; their archives are empty
@@ -535,12 +529,6 @@ def test_a_room_with_history_at_the_first_join_is_caught_up_later():
     assert model.received["laptop"][said.ref] == 1
 
 
-@pytest.mark.xfail(
-    reason="BUG: in a room without an archive the history fallback needs room_cursor, which "
-    "only a message with the room's stanza-id sets; without MAM a room adds none, so "
-    "history_since() stays None and the rejoin asks for no history",
-    strict=True,
-)
 def test_a_room_without_archive_asks_for_its_history_since_the_last_message():
     room = ROOMS[0]
     engine = Engine(default_nick=NICK, relay_globs={"laptop": "all"}, rng=random.Random(1))

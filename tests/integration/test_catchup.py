@@ -119,43 +119,27 @@ def test_messages_said_while_the_daemon_was_stopped_arrive_once_in_order_with_de
     assert answers_to(laptop, user.full_jid, mark) == []  # no "more messages" notice
 
 
-@pytest.mark.xfail(
-    reason="BUG: a clean stop (SIGTERM) leaves relays the server has not acknowledged yet "
-    "(acks are requested up to 0.2 s later, and acks that come while draining are never "
-    "handled) in flight in the store; the next start cannot ask the server about a session "
-    "that was closed (no count), so they are owed again: the client gets them twice",
-    strict=True,
-)
 def test_a_relay_received_just_before_a_clean_stop_is_not_relayed_again(user):
+    """A clean stop waits for the server's acks of the last relays: nothing is left in
+    flight (a closed session's count is gone), so nothing is relayed twice after it."""
     room = room_with_history(user, "kitchen")
     laptop = user.other("laptop")
     d = start_in_room(user, room, {"laptop": "all"})
     wait_archive_seen(d, room)
-    for attempt in range(5):  # until the stop came before the server's ack (nearly always)
+    mark = len(laptop.messages)
+    for attempt in range(3):
         text = f"just before the stop {attempt}"
         post(user, room, [text])
         wait_text(user, laptop, text)  # the client has it: so has the server
         assert d.stop() == 0
-        left = in_flight(d)
-        if left:
-            break
+        assert in_flight(d) == [], "a relay was left in flight by a clean stop"
         d.start()
         user.wait_joined(room, NICK)
-    print("in flight after the clean stop:", left)
-    mark = len(laptop.messages)
-    d.start()
-    user.wait_joined(room, NICK)
     post(user, room, ["after the restart"])
     wait_text(user, laptop, "after the restart", since=mark)
-    assert texts(user, laptop, mark) == ["after the restart"]
+    assert texts(user, laptop, mark) == [f"just before the stop {n}" for n in range(3)] + ["after the restart"]
 
 
-@pytest.mark.xfail(
-    reason="BUG: a room whose archive was empty at the daemon's first join never gets an "
-    "archive cursor (CatchUpDone.head is None; live messages have not moved it yet), so the "
-    "next join catches up nothing: what was said while the daemon was away is lost",
-    strict=True,
-)
 def test_a_room_that_was_silent_when_the_daemon_first_joined_is_caught_up_too(user):
     """Nothing was ever said in the room before the daemon joined: its archive was empty."""
     room = user.room(prefix="quiet")
@@ -208,12 +192,6 @@ def test_catchup_max_relays_the_newest_in_order_and_one_notice_for_the_rest(user
     assert int(notice["n"]) >= 7, answers
 
 
-@pytest.mark.xfail(
-    reason="BUG: the notice's count is the archive's RSM count minus the messages shown, but "
-    "Prosody counts the whole archive (its after-id is a stop key, applied after the count): "
-    "every message from before the daemon's cursor is counted as 'not shown' too",
-    strict=True,
-)
 def test_catchup_max_notice_counts_exactly_the_messages_not_shown(user):
     room, said, relayed, answers = missed_with_catchup_max_5(user, history=6)
     assert relayed == [*said[-5:], "live again"]
@@ -232,13 +210,6 @@ def room_without_archive(user, prefix: str = "nomam") -> str:
     return room
 
 
-@pytest.mark.xfail(
-    reason="BUG: the history fallback needs an archive cursor (room_cursor), which only a "
-    "message with the room's stanza-id sets; a room without MAM adds none (Prosody adds "
-    "<stanza-id/> only when it archives), so history_since() is None and the rejoin asks "
-    "for no history: what was said while the daemon was away is lost",
-    strict=True,
-)
 def test_a_room_without_archive_is_caught_up_from_its_history_once(user):
     room = room_without_archive(user)
     laptop = user.other("laptop")

@@ -119,13 +119,6 @@ def test_a_message_relayed_to_two_clients_carries_the_original_in_both(user):
         assert r.stanza_id(room) == ids["for both of you"]
 
 
-@pytest.mark.xfail(
-    reason="BUG: at start the clients' presences (and their playback) come before the "
-    "bookmarks, so the engine has no rooms yet and Clients._wanted() knows no nick: a "
-    "nick mention owed to a mentions client is skipped (keywords and 'all' work); the next "
-    "mention relayed live then moves the client's cursor past it: lost for good",
-    strict=True,
-)
 def test_a_mention_owed_when_the_daemon_starts_is_played_back(user):
     """The phone was away when it was mentioned; the daemon restarts while the phone is
     back: the daemon's start (the phone's presence comes first) must play the mention back."""

@@ -161,6 +161,7 @@ class StoreMessage(Action):
     subject: str | None
     text: str
     ref: object
+    key: str | None = None  # what de-duplicates it (see Clients._take)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +169,7 @@ class SaveRoom(Action):
     """Remember a room's archive cursor and/or whether it keeps an archive."""
 
     room: str
-    cursor: tuple[str, float] | None = None
+    cursor: tuple[str | None, float] | None = None  # (archive id or None, time)
     mam: bool | None = None
 
 
@@ -177,7 +178,7 @@ class CatchUp(Action):
     """Ask the room's archive for what came after ``after`` (newest ``limit``)."""
 
     room: str
-    after: tuple[str, float] | None  # (archive id, stamp); None: only learn the newest id
+    after: tuple[str | None, float] | None  # (archive id or None, time); None: first join
     limit: int
 
 

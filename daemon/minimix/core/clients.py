@@ -95,12 +95,15 @@ class Clients:
     catchup_max: int = 500
     playback_max: int = 200
     next_seq: int = 1  # the next message's place in the log
-    room_cursor: dict[str, tuple[str, float]] = field(default_factory=dict)  # last archive id seen
+    # The last archive id seen, with its time; (None, time) where there is no id to go by:
+    # an archive that was empty at our first join, or a room without an archive.
+    room_cursor: dict[str, tuple[str | None, float]] = field(default_factory=dict)
     room_mam: dict[str, bool] = field(default_factory=dict)
     catching_up: dict[str, list[RoomMessage]] = field(default_factory=dict)  # live, held back
     cursors: dict[tuple[str, str], int] = field(default_factory=dict)  # (client, room) → seq delivered
     offline_since: dict[str, int] = field(default_factory=dict)  # client → last seq before it left
     inflight: dict[str, tuple[str, str, int]] = field(default_factory=dict)  # relay id → (client, room, seq)
+    deferred_playback: set[str] = field(default_factory=set)  # came back before the bookmarks
 
     # -- relay ------------------------------------------------------------------------
 
@@ -147,11 +150,15 @@ class Clients:
             seq = self.next_seq
             self.next_seq += 1
             actions.append(A.StoreMessage(seq, msg.room, msg.stanza_id, msg.nick, msg.private, stamp,
-                                          msg.body, msg.subject, fallback_text(msg), msg.ref))
+                                          msg.body, msg.subject, fallback_text(msg), msg.ref, keys[0]))
         if msg.stanza_id and not msg.private:
             self.room_cursor[msg.room] = (msg.stanza_id, stamp)
             if seq is None:
                 actions.append(A.SaveRoom(msg.room, cursor=(msg.stanza_id, stamp)))
+        elif self.room_mam.get(msg.room) is False and not msg.private:
+            # No archive, no ids: the next join asks for the history since this message.
+            self.room_cursor[msg.room] = (None, stamp)
+            actions.append(A.SaveRoom(msg.room, cursor=(None, stamp)))
         sender = self.posted.get(msg.origin_id) if msg.origin_id else None  # our own echo
         deliveries = [
             (resource, self._relay_id(resource, msg.room, seq))
@@ -166,10 +173,16 @@ class Clients:
         return actions
 
     def _wanted(self, resource: str, room: str, body: str | None, subject: str | None, private: bool) -> bool:
-        r = self.engine.rooms.get(room)
-        nicks = [n for n in (r.nick, r.wanted_nick) if n] if r is not None else []
-        return wants(self.mode(resource, room), Incoming(room, body, subject, private), nicks,
+        return wants(self.mode(resource, room), Incoming(room, body, subject, private), self._nicks(room),
                      self.settings_of(resource).keywords)
+
+    def _nicks(self, room: str) -> list[str]:
+        """The account's nicks in a room: held, wanted, and what its bookmark says."""
+        r = self.engine.rooms.get(room)
+        bookmark = self.engine.bookmark(room)
+        nicks = [r.nick, r.wanted_nick] if r is not None else []
+        nicks.append(bookmark.nick if bookmark is not None and bookmark.nick else self.engine.default_nick)
+        return [n for n in dict.fromkeys(nicks) if n]
 
     def _relay_id(self, resource: str, room: str, seq: int | None) -> str:
         relay_id = f"mmx-{self.rng.getrandbits(64):016x}"
@@ -189,6 +202,11 @@ class Clients:
             self.catching_up[room] = []
         return [A.CatchUp(room, cursor, self.catchup_max)]
 
+    def known(self, room: str, keys: tuple[str, ...]) -> list[A.Action]:
+        for key in keys:
+            self.seen.add(room, [key])
+        return []
+
     def history_since(self, room: str) -> float | None:
         """For a room without an archive: catch up with the join's history since this time."""
         if self.room_mam.get(room) is False and room in self.room_cursor:
@@ -200,9 +218,12 @@ class Clients:
         if ev.mam is not None and self.room_mam.get(ev.room) is not ev.mam:
             self.room_mam[ev.room] = ev.mam
             actions.append(A.SaveRoom(ev.room, mam=ev.mam))
-        if ev.head is not None and ev.room not in self.room_cursor:
-            self.room_cursor[ev.room] = ev.head
-            actions.append(A.SaveRoom(ev.room, cursor=ev.head))
+        if ev.room not in self.room_cursor and ev.error is None and not ev.messages:
+            # A first join: start from the archive's newest message; from now, if it is
+            # empty or the room keeps none (then the join's history is asked from then on).
+            cursor = ev.head if ev.head is not None else (None, now)
+            self.room_cursor[ev.room] = cursor
+            actions.append(A.SaveRoom(ev.room, cursor=cursor))
         for msg in ev.messages:
             actions += self._take(msg, now)
         if ev.more:
@@ -236,6 +257,15 @@ class Clients:
         if default is None:
             default = self.next_seq - 1  # only rooms it had relays in
         return [A.LoadPlayback(client, cursors, default, self.playback_max * 5)]
+
+    def bookmarks_loaded(self) -> list[A.Action]:
+        """The bookmarks are known: the clients that came back before them get their playback."""
+        actions: list[A.Action] = []
+        for client in sorted(self.deferred_playback):
+            if client in self.online:
+                actions += self._playback(client)
+        self.deferred_playback.clear()
+        return actions
 
     def playback_loaded(self, ev: PlaybackLoaded) -> list[A.Action]:
         client = ev.client
@@ -271,7 +301,9 @@ class Clients:
         if ev.available:
             back = ev.resource not in self.online
             self.online[ev.resource] = Online(ev.show, ev.status)
-            if back:
+            if back and not self.engine.loaded:
+                self.deferred_playback.add(ev.resource)  # which rooms, which nicks: not known yet
+            elif back:
                 actions += self._playback(ev.resource)
         elif self.online.pop(ev.resource, None) is not None and ev.resource not in self.offline_since:
             self.offline_since[ev.resource] = self.next_seq - 1
@@ -307,6 +339,7 @@ class Clients:
         # The server sends every client's presence again after login; a client seen again
         # then gets what it missed (its cursors did not move meanwhile).
         self.online.clear()
+        self.deferred_playback.clear()
         self.catching_up.clear()  # the archive still has what was held back
 
     # -- text and commands -----------------------------------------------------------------

@@ -18,6 +18,7 @@ from minimix.core.events import (
     ClientCommand,
     ClientPresence,
     ClientText,
+    KnownMessages,
     LegacyBookmarksLoaded,
     OccupantGone,
     OccupantLeft,
@@ -58,13 +59,14 @@ ACCOUNT_EVENTS = (
     CatchUpDone,
     PlaybackLoaded,
     RelaysAcked,
+    KnownMessages,
 )
 EVENTS = (RoomEvent, *ACCOUNT_EVENTS)
 """Every event the engine takes (the app hands it these and nothing else)."""
 AccountEvent = (
     SessionEstablished | SessionLost | PepBookmarksLoaded | PepBookmarkPublished | PepBookmarkRetracted
     | LegacyBookmarksLoaded | OccupantPresent | OccupantLeft | ClientPresence | RoomMessage | ClientText
-    | ClientCommand | CatchUpDone | PlaybackLoaded | RelaysAcked
+    | ClientCommand | CatchUpDone | PlaybackLoaded | RelaysAcked | KnownMessages
 )
 
 
@@ -115,6 +117,8 @@ class Engine:
                 return self.clients.playback_loaded(event)
             case RelaysAcked():
                 return self.clients.acked(event)
+            case KnownMessages(room, keys):
+                return self.clients.known(room, keys)
             case RoomEvent():
                 actions = self.rooms.handle(event, now)
                 room = self.rooms.get(event.room)
@@ -169,7 +173,7 @@ class Engine:
         c = self.clients
         c.next_seq = next_seq
         for room, (last_id, last_stamp, mam) in rooms.items():
-            if last_id is not None and last_stamp is not None:
+            if last_stamp is not None:
                 c.room_cursor[room] = (last_id, last_stamp)
             if mam is not None:
                 c.room_mam[room] = mam
@@ -191,7 +195,7 @@ class Engine:
         return self.bookmarks.pep_loaded or self.bookmarks.legacy_loaded
 
     def _loaded(self, store: str, count: int, now: float) -> list[A.Action]:
-        actions = self._bookmarks_changed(now)
+        actions = self._bookmarks_changed(now) + self.clients.bookmarks_loaded()
         autojoin = sum(1 for bm in self.effective.values() if bm.autojoin)
         note = A.Note("info", "bookmarks loaded", {"store": store, "items": count, "autojoin": autojoin})
         return [note, *actions]

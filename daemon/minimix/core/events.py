@@ -282,3 +282,11 @@ class RelaysAcked:
 
     relay_ids: tuple[str, ...]
     delivered: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class KnownMessages:
+    """Keys of a room's messages already logged (read back before asking for its history)."""
+
+    room: str
+    keys: tuple[str, ...]

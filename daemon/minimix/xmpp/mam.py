@@ -11,13 +11,12 @@ import asyncio
 import datetime as dt
 import secrets
 from dataclasses import dataclass
-from typing import Any
 
 import aioxmpp
 import aioxmpp.forms
 import aioxmpp.misc
 import aioxmpp.xso as xso
-from aioxmpp.rsm.xso import Before, ResultSetMetadata
+from aioxmpp.rsm.xso import After, Before, ResultSetMetadata
 
 NS_MAM = "urn:xmpp:mam:2"
 NS_MAM_EXTENDED = "urn:xmpp:mam:2#extended"
@@ -86,9 +85,11 @@ class Archives:
         after_id: str | None = None,
         start: float | None = None,
         before: str | None = None,
+        after: str | None = None,
         max_: int = PAGE,
     ) -> tuple[list[Archived], Fin]:
-        """One page of the archive: the last ``max_`` before ``before`` ("" = the end)."""
+        """One page of the archive: the last ``max_`` before ``before`` ("" = the end), or
+        the first ``max_`` after ``after`` (an archive id, RSM)."""
         queryid = secrets.token_hex(6)
         form = aioxmpp.forms.Data(aioxmpp.forms.DataType.SUBMIT)
         form.fields.append(
@@ -106,6 +107,8 @@ class Archives:
         query.rsm.max_ = max_
         if before is not None:
             query.rsm.before = Before(before)
+        if after is not None:
+            query.rsm.after = After(after)
         iq = aioxmpp.IQ(type_=aioxmpp.IQType.SET, to=archive, payload=query)
         self._pending[queryid] = (archive, [])
         try:
@@ -127,44 +130,68 @@ def _archived(result: Result) -> Archived | None:
 
 
 async def catch_up(
-    archives: Archives, room: aioxmpp.JID, after: tuple[str, float], limit: int, extended: bool
+    archives: Archives, room: aioxmpp.JID, after: tuple[str | None, float], limit: int, extended: bool
 ) -> tuple[list[Archived], int]:
     """The newest ``limit`` messages after ``after`` (oldest first), and how many more.
 
     With ``urn:xmpp:mam:2#extended`` the archive filters by id (``after-id``); without it
-    (ejabberd) by time (``start``), and the pages are read backwards until the cursor's own
-    id shows up.  Paging backwards from the end keeps the newest messages when there are
-    more than ``limit``.
+    (ejabberd), or without an id to go by, by time (``start``), and the pages are read
+    backwards until the cursor's own id shows up.  Paging backwards from the end keeps the
+    newest messages when there are more than ``limit``.
     """
     after_id, after_stamp = after
+    by_id = extended and after_id is not None
     found: list[Archived] = []  # newest first
     before = ""
-    total: int | None = None
     reached = False
     while len(found) < limit:
         page, fin = await archives.page(
             room,
-            after_id=after_id if extended else None,
-            start=None if extended else after_stamp - 1.0,
+            after_id=after_id if by_id else None,
+            start=None if by_id else after_stamp - 1.0,
             before=before,
             max_=min(PAGE, limit - len(found)),
         )
-        rsm = fin.rsm
-        if total is None and rsm is not None:
-            total = rsm.count
         for archived in reversed(page):
-            if archived.id_ == after_id:
+            if after_id is not None and archived.id_ == after_id:
                 reached = True
                 break
             found.append(archived)
+        rsm = fin.rsm
         first = rsm.first.value if rsm is not None and rsm.first is not None else None
         if reached or fin.complete or not page or first is None:
             break
         before = first
     more = 0
-    if not reached and total is not None and len(found) >= limit:
-        more = max(0, total - len(found) - (0 if extended else 1))
+    if not reached and found and len(found) >= limit:
+        more = await _count_between(archives, room, after, found[-1].id_)
     return list(reversed(found)), more
+
+
+async def _count_between(archives: Archives, room: aioxmpp.JID, after: tuple[str | None, float], oldest: str,
+                         pages: int = 10) -> int:
+    """How many messages lie between our cursor and ``oldest`` (the oldest one fetched).
+
+    Counted by paging forward from the cursor: an archive's RSM <count/> cannot be trusted
+    for this (Prosody's counts the whole archive, before the after-id filter).  At most
+    ``pages`` pages: beyond, the count says "at least".
+    """
+    after_id, after_stamp = after
+    count = 0
+    cursor = after_id
+    for _ in range(pages):
+        page, fin = await archives.page(
+            room, start=None if cursor else after_stamp - 1.0, after=cursor, max_=PAGE
+        )
+        for archived in page:
+            if archived.id_ == oldest:
+                return count
+            if archived.id_ != after_id:
+                count += 1
+        if fin.complete or not page:
+            return count
+        cursor = page[-1].id_
+    return count
 
 
 async def newest_id(archives: Archives, room: aioxmpp.JID) -> tuple[str, float] | None:
@@ -181,4 +208,4 @@ def add_stanza_id(message: aioxmpp.Message, room: aioxmpp.JID, id_: str) -> None
         message.xep0359_stanza_ids.append(stanza_id)
 
 
-__all__ = ["Archived", "Archives", "catch_up", "newest_id", "add_stanza_id", "NS_MAM", "NS_MAM_EXTENDED", "Any"]
+__all__ = ["Archived", "Archives", "catch_up", "newest_id", "add_stanza_id", "NS_MAM", "NS_MAM_EXTENDED"]

@@ -424,7 +424,7 @@ class Session:
                     [aioxmpp.nonza.SMResumed, aioxmpp.nonza.SMFailed],
                 )
                 return answer.counter
-        except (OSError, TimeoutError, aioxmpp.errors.StreamError, aioxmpp.errors.StreamNegotiationFailure) as exc:
+        except Exception as exc:  # TLS closes, refusals, timeouts: the server did not say
             log.info("could not ask the server about the previous session", error=_describe(exc))
             return None
         finally:
@@ -449,19 +449,26 @@ class Session:
         return self.client is not None and self.client.established and not self.client.suspended
 
     async def drain(self, timeout: float) -> None:
-        """Wait until what was sent is acknowledged by the server (XEP-0198), or ``timeout``."""
+        """Wait until what was sent is acknowledged by the server (XEP-0198), or ``timeout``:
+        a clean stop leaves no relay in flight (a closed session's count is gone)."""
         client = self.client
         if client is None or not self.online:
             return
+        stream = client.stream
         with contextlib.suppress(Exception):
             await asyncio.wait_for(aioxmpp.ping.ping(client, self.own.replace(localpart=None)), timeout)
+            if stream.sm_enabled and stream.sm_unacked_list:
+                stream._xmlstream.send_xso(aioxmpp.nonza.SMRequest())
+                async with asyncio.timeout(timeout):
+                    while stream.sm_enabled and stream.sm_unacked_list:
+                        await asyncio.sleep(0.01)  # bounded by the timeout above
+        await asyncio.sleep(0)  # let the acks' reports reach the app's queue
 
     # -- stream events -------------------------------------------------------------------
 
     def _on_established(self) -> None:
         assert self.client is not None
         compat.set_nodelay(self.client)
-        self._destroyed_since_suspend = False
         log.info("session established", jid=str(self.client.local_jid))
         self._post(SessionEstablished())
         self.fetch_bookmarks()
@@ -471,6 +478,7 @@ class Session:
         self._post(SessionLost())
 
     def _on_suspended(self, exc: BaseException | None) -> None:
+        self._destroyed_since_suspend = False  # a new outage: resumed unless destroyed
         self._post(StreamSuspended(_describe(exc)))
 
     def _on_resumed(self) -> None:
