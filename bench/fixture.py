@@ -20,7 +20,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 import slixmpp  # noqa: E402
 
-from harness import BOOKMARKS_NODE, TestClient  # noqa: E402
+from harness import BOOKMARKS_NODE, DaemonProcess, TestClient  # noqa: E402
 from harness.client import Room, run  # noqa: E402
 from harness.stanzas import NS, attr, escape, muc_codes, parse  # noqa: E402
 from servers import Account, ProsodyOptions, ProsodyServer  # noqa: E402
@@ -262,3 +262,57 @@ def _pipelined_presences(
             else:
                 c.rooms.pop(room, None)
     run(all_of_them(), timeout)
+
+
+# -- processes ----------------------------------------------------------------------------
+
+
+class StampedProcess(DaemonProcess):
+    """The harness's process runner, with the arrival time (time.time) of every output
+    line and the start time taken just before the fork."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stamped: list[tuple[float, str]] = []
+        self.t_start: float | None = None
+
+    def start(self):
+        self.t_start = time.time()
+        return super().start()
+
+    def _read(self) -> None:
+        with open(self.log_file, "a", encoding="utf-8") as out:
+            for line in self.proc.stdout:
+                t = time.time()
+                line = line.rstrip("\n")
+                self.stamped.append((t, line))
+                self.on_line(t, line)
+                self.lines.append(line)
+                out.write(f"{t:.6f} {line}\n")  # buffered: the bench must stay cheap
+
+    def on_line(self, t: float, line: str) -> None:
+        """Called for each output line as it arrives (in the reader thread)."""
+
+    def first(self, pattern: str) -> float | None:
+        rx = re.compile(pattern)
+        return next((t for t, line in list(self.stamped) if rx.search(line)), None)
+
+    def times(self, pattern: str) -> list[float]:
+        rx = re.compile(pattern)
+        return [t for t, line in list(self.stamped) if rx.search(line)]
+
+    def all_joined(self, n: int) -> float | None:
+        """When the daemon's log says all n rooms are joined: the n-th `room state ...
+        to=joined` line, counting a mass join's one `rooms joined rooms=K` line as K."""
+        rx = re.compile(r"room state .*\bto=joined\b|\brooms joined rooms=(?P<add>\d+)")
+        count = 0
+        for t, line in list(self.stamped):
+            if m := rx.search(line):
+                count += int(m["add"]) if m["add"] else 1
+                if count >= n:
+                    return t
+        return None
+
+    def matches(self, pattern: str) -> list[re.Match]:
+        rx = re.compile(pattern)
+        return [m for _, line in list(self.stamped) if (m := rx.search(line))]

@@ -17,6 +17,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -37,6 +38,10 @@ CATEGORIES = [
         "logging (structlog, stdlib, minimix.logging)",
         r"\((structlog/|logging/|minimix/logging\.py)",
     ),
+    (
+        "minimix store (SQLite: message log, relays in flight, cursors)",
+        r"\(minimix/store\.py\)|\(sqlite3/",
+    ),
     ("minimix core", r"\(minimix/core/"),
     ("minimix app", r"\(minimix/app\.py\)"),
     ("minimix xmpp edge", r"\(minimix/xmpp/"),
@@ -54,8 +59,8 @@ INCLUSIVE = [
         r"^XMLStream\.data_received ",
     ),
     (
-        "outbound: StanzaStream._process_outgoing (serialise, TLS)",
-        r"^StanzaStream\._process_outgoing ",
+        "outbound: _process_outgoing (serialise, TLS)",
+        r"^(StanzaStream\.)?_process_outgoing ",  # aioxmpp's, or minimix.xmpp.compat's
     ),
     (
         "logging anywhere (structlog, stdlib logging, minimix.logging)",
@@ -68,6 +73,30 @@ INCLUSIVE = [
     ("App._write_snapshot", r"^App\._write_snapshot "),
     ("Engine.handle", r"^Engine\.handle "),
     ("Session.join", r"^Session\.join "),
+    (
+        "Session._inbound_message (room message -> event, serialise the original)",
+        r"^Session\._inbound_message ",
+    ),
+    (
+        "Session.relay (build the relay stanzas, lxml parse of the original, enqueue)",
+        r"^Session\.relay ",
+    ),
+    (
+        "Session._delivery_tracker / _report (XEP-0198 acks of relays)",
+        r"^(Session\._report|on_state_change) ",
+    ),
+    ("Clients._take (log + relay decision)", r"^Clients\._take "),
+    ("Clients.acked (acks -> cursors)", r"^Clients\.acked "),
+    ("Store.store_message", r"^Store\.store_message "),
+    ("Store.relays_sent", r"^Store\.relays_sent "),
+    ("Store.relays_delivered", r"^Store\.relays_delivered "),
+    ("Store (any)", r"\(minimix/store\.py\)"),
+    ("mam: Archives._filter / page / catch_up", r"\(minimix/xmpp/mam\.py\)"),
+    ("Session.catch_up (disco#info of the room, MAM pages, events)", r"^Session\.catch_up"),
+    ("Session._features (disco#info of rooms)", r"^Session\._features "),
+    ("room_message (room message -> event: serialise the original)", r"^room_message "),
+    ("aioxmpp XSO model: parse or serialise (anywhere)", r"\(aioxmpp/xso/"),
+    ("aioxmpp serialise (aioxmpp/xml.py, anywhere)", r"\(aioxmpp/xml\.py\)"),
     ("Session._fetch_bookmarks", r"^Session\._fetch_bookmarks"),
     ("aioxmpp.muc (MUCClient and the MUC XSOs)", r"\(aioxmpp/muc/"),
 ]
@@ -123,6 +152,39 @@ def summarize(path: Path, rate: int, top: int = 25) -> str:
     own = [(f, c) for f, c in incl.items() if "(minimix/" in f or "(bare_client.py)" in f]
     out += [f"  {pct(c)}  {f}" for f, c in sorted(own, key=lambda x: -x[1])[:top]]
     return "\n".join(out) + "\n"
+
+
+def profile_pid(pid: int, work, stem: Path, head: str, rate: int = 200) -> str:
+    """Attach py-spy to a running process `pid`, call `work()`, stop py-spy (SIGINT: it
+    writes its file); returns the summary (also written to STEM.txt; samples in STEM.raw)."""
+    py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if py_spy is None:
+        return "py-spy not installed: .venv/bin/pip install py-spy\n"
+    raw = Path(f"{stem}.raw")
+    raw.unlink(missing_ok=True)
+    spy = subprocess.Popen(
+        [py_spy, "record", "--pid", str(pid), "--idle", "--nolineno", "-r", str(rate),
+         "-f", "raw", "-o", str(raw)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    time.sleep(0.5)  # attached and sampling
+    if spy.poll() is not None:
+        return f"py-spy failed: {spy.communicate()[1][-500:]}\n"
+    try:
+        work()
+    finally:
+        spy.send_signal(signal.SIGINT)
+        try:
+            spy.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+    if not raw.exists():
+        return head + "\npy-spy wrote no output\n"
+    text = head + "\n" + summarize(raw, rate)
+    Path(f"{stem}.txt").write_text(text)
+    return text
 
 
 def run_profiled(bench, kind: str, outdir: Path, rate: int = 200) -> str:

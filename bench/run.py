@@ -1,10 +1,20 @@
 """minimix bench: the daemon next to a bare aioxmpp client, on a throwaway loopback Prosody.
 
-    .venv/bin/python bench/run.py [--rounds 3] [--rooms 1000] [--idle-s 60]
+    .venv/bin/python bench/run.py [--quick] [--sections join,relay,catchup] [--rounds 3] ...
 
-Setup (once): a Prosody (tests/servers) with muc_room_cache_size raised (the default of 100
-swaps occupied rooms to disk and makes many joins server-bound), one account with N autojoin
-XEP-0402 bookmarks, and N persistent rooms (created by an owner account, which then leaves).
+Three sections, each on its own throwaway Prosody (the relay and catch-up sections share
+one), run one after the other:
+
+- join:    this module (below): 1,000-room join time, RSS and idle CPU, daemon vs bare;
+- relay:   bench/relay_bench.py: relay latency (direct vs via minimix), daemon CPU per
+           relayed message, throughput (direct fan-out vs relay to 3 clients);
+- catchup: bench/catchup_bench.py: catch-up of 20 rooms x 500 messages from MAM after a
+           restart, daemon vs bench/bare_catchup.py; the store's size per 10,000 messages.
+
+Join section. Setup (once): a Prosody (tests/servers) with muc_room_cache_size raised (the
+default of 100 swaps occupied rooms to disk and makes many joins server-bound), one account
+with N autojoin XEP-0402 bookmarks, and N persistent rooms (created by an owner account,
+which then leaves).
 Then, per round, one fresh process of each kind, in rotating order (after one unmeasured
 warm-up of each):
 
@@ -23,13 +33,14 @@ the same nick. For each run:
   itself says so (its stdout line, stamped by the bench on arrival), and the time from the
   session's resource bind (server-side) to all joined.
 - RSS (VmRSS) after the joins plus a settle (--settle-s);
-- CPU (utime+stime from /proc/PID/stat) over an idle window (--idle-s) with the rooms joined.
+- CPU (utime+stime from /proc/PID/stat) over an idle window (--idle-s, 30 s by default,
+  scaled to 60 s) with the rooms joined.
 
-A run during which other processes on the (shared) machine were busy is repeated
-(--noise-limit, --noise-retries). Medians over the rounds; ratios are daemon median / bare
-median (the median of per-round ratios is printed as a cross-check). Prints one line per figure,
-a markdown table, and ends with "bench: N of M targets met"; raw data goes to
-bench/results/latest.json.
+In every section, a run during which other processes on the (shared) machine were busy is
+repeated (--noise-limit, --noise-retries). Medians over the rounds; ratios are daemon median /
+bare (or direct) median (the median of per-round ratios is printed as a cross-check). Prints
+one line per figure, a markdown table per section, and ends with "bench: N of M targets met"
+(all sections); raw data goes to bench/results/latest.json.
 """
 
 from __future__ import annotations
@@ -50,8 +61,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from fixture import BENCH_DIR, REPO, BenchServer  # noqa: E402
-from harness import DaemonProcess, daemon_config, to_toml  # noqa: E402
+from fixture import BENCH_DIR, REPO, BenchServer, StampedProcess  # noqa: E402
+from harness import daemon_config, to_toml  # noqa: E402
 from procstat import cpu_s, hwm_mb, rss_mb, self_cpu_s, system_busy_s  # noqa: E402
 
 TARGETS = {
@@ -60,6 +71,8 @@ TARGETS = {
     "idle_cpu_per_60s": 0.2,  # daemon CPU seconds per 60 s idle
 }
 RESULTS = BENCH_DIR / "results" / "latest.json"
+SECTIONS = ("join", "relay", "catchup")
+DAEMON_FROM: str | None = None
 
 
 def log(msg: str) -> None:
@@ -69,40 +82,26 @@ def log(msg: str) -> None:
 # -- processes --------------------------------------------------------------------------
 
 
-class TimedProcess(DaemonProcess):
-    """The harness's process runner, with an arrival time for each output line and the
-    start time taken just before the fork."""
+class TimedProcess(StampedProcess):
+    """A process whose output lines count the rooms joined as they arrive."""
 
     def __init__(self, *args, joined_rx: str, **kwargs):
         """`joined_rx`: a line saying one more room is joined, or (with a group n) that
-        n rooms are; counted as lines arrive, so polling costs nothing."""
+        n rooms are, or (with a group add) that add more rooms are; counted as lines
+        arrive, so polling costs nothing."""
         super().__init__(*args, **kwargs)
-        self.stamped: list[tuple[float, str]] = []
-        self.t_start: float | None = None
         self._joined_rx = re.compile(joined_rx)
         self.joined_n = 0
         self.joined_t: float | None = None
 
-    def start(self):
-        self.t_start = time.time()
-        return super().start()
-
-    def _read(self) -> None:
-        with open(self.log_file, "a", encoding="utf-8") as out:
-            for line in self.proc.stdout:
-                t = time.time()
-                line = line.rstrip("\n")
-                self.stamped.append((t, line))
-                if m := self._joined_rx.search(line):
-                    n = m.groupdict().get("n")
-                    self.joined_n = int(n) if n is not None else self.joined_n + 1
-                    self.joined_t = t
-                self.lines.append(line)
-                out.write(f"{t:.6f} {line}\n")  # buffered: the bench must stay cheap
-
-    def first(self, pattern: str) -> float | None:
-        rx = re.compile(pattern)
-        return next((t for t, line in self.stamped if rx.search(line)), None)
+    def on_line(self, t: float, line: str) -> None:
+        if m := self._joined_rx.search(line):
+            n, add = m.groupdict().get("n"), m.groupdict().get("add")
+            if n is not None:
+                self.joined_n = int(n)
+            else:
+                self.joined_n += int(add) if add is not None else 1
+            self.joined_t = t
 
 
 class Bench:
@@ -145,7 +144,9 @@ class Bench:
         rundir.mkdir(parents=True)
         acc, srv = self.account, self.srv.server
         if kind == "daemon":
-            joined_rx = r"room state .*\bto=joined\b"
+            # one line per room, or for a mass join one "rooms joined rooms=N" line at the end
+            # (the per-room lines are then at debug level)
+            joined_rx = r"room state .*\bto=joined\b|\brooms joined rooms=(?P<add>\d+)"
             cfg = daemon_config(
                 srv,
                 acc,
@@ -397,7 +398,8 @@ def report(b: Bench, med: dict) -> tuple[list[str], dict]:
         f"join_{n}_ratio_paired: {_fmt(paired('joined_s'))} x (median of the per-round daemon/bare ratios; "
         "cross-check of the ratio of medians, no target)",
         f"join_start_client_bare_s: {_fmt(bare['joined_client_s'])} s (start -> the process reports all joined)",
-        f"join_start_client_daemon_s: {_fmt(dmn['joined_client_s'])} s (start -> the {n}th 'room state to=joined' line)",
+        f"join_start_client_daemon_s: {_fmt(dmn['joined_client_s'])} s (start -> the daemon's log says all {n} "
+        "are joined: its 'rooms joined rooms=N' line, or the Nth 'room state to=joined')",
         f"join_start_client_ratio: {_fmt(_ratio(dmn['joined_client_s'], bare['joined_client_s']))} x (cross-check, no target)",
         f"connect_bare_s: {_fmt(bare['connected_s'])} s (start -> resource bound, server-observed)",
         f"connect_daemon_s: {_fmt(dmn['connected_s'])} s (start -> resource bound, server-observed)",
@@ -454,7 +456,6 @@ def report(b: Bench, med: dict) -> tuple[list[str], dict]:
         lines.append(
             f"failed_runs: {failed} (bare {bare['failed_runs']}, daemon {dmn['failed_runs']})"
         )
-    lines.append(f"bench: {met} of {len(checks)} targets met")
     summary = {
         "targets": {
             k: {"value": v, "target": t, "met": v is not None and v <= t}
@@ -508,7 +509,27 @@ def markdown(b: Bench, med: dict, summary: dict) -> str:
     return "\n".join(rows)
 
 
-def environment(b: Bench) -> dict:
+def daemon_revision() -> str:
+    """The commit the daemon runs from, "+changes" if daemon/ has uncommitted edits (others
+    edit it while the bench runs: each section records the revision it measured); with
+    --daemon-from, that directory."""
+    if DAEMON_FROM:
+        return f"{DAEMON_FROM} (--daemon-from)"
+
+    def git(*cmd: str) -> str:
+        try:
+            out = subprocess.run(
+                ["git", "-C", str(REPO), *cmd], capture_output=True, text=True, timeout=10
+            )
+            return out.stdout.strip()
+        except Exception:  # noqa: BLE001
+            return ""
+
+    rev = git("rev-parse", "--short", "HEAD") or "unknown"
+    return rev + ("+changes" if git("status", "--porcelain", "--", "daemon") else "")
+
+
+def environment(b: Bench | None) -> dict:
     def version(cmd: list[str]) -> str | None:
         try:
             return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip()
@@ -517,10 +538,10 @@ def environment(b: Bench) -> dict:
 
     return {
         "python": platform.python_version(),
-        "aioxmpp": version([b.python, "-c", "import aioxmpp; print(aioxmpp.__version__)"]),
+        "aioxmpp": version([sys.executable, "-c", "import aioxmpp; print(aioxmpp.__version__)"]),
         "minimix_git": version(["git", "-C", str(REPO), "describe", "--always", "--dirty"]),
         "prosody": "/usr/bin/prosody (0.12, see tests/servers)",
-        "muc_room_cache_size": b.srv.options.muc_room_cache_size,
+        "muc_room_cache_size": b.srv.options.muc_room_cache_size if b is not None else None,
         "cpus": os.cpu_count(),
         "loadavg_at_start": os.getloadavg(),
     }
@@ -528,15 +549,29 @@ def environment(b: Bench) -> dict:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="minimix bench: daemon vs bare aioxmpp client")
-    p.add_argument("--rounds", type=int, default=3, help="measured runs of each kind (default 3)")
+    p.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"comma-separated sections to run (default {','.join(SECTIONS)})",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a quick look (3-4 minutes): 1 round of everything, a 10 s idle window, "
+        "one repeat of a noisy run at most; explicit options still win",
+    )
+    p.add_argument(
+        "--rounds", type=int, default=None, help="measured runs of each kind (default 3; --quick 1)"
+    )
     p.add_argument(
         "--rooms", type=int, default=1000, help="rooms / autojoin bookmarks (default 1000)"
     )
     p.add_argument(
         "--idle-s",
         type=float,
-        default=float(os.environ.get("BENCH_IDLE_S", 60)),
-        help="idle window for the CPU figure (default $BENCH_IDLE_S or 60; 0 skips it)",
+        default=None,
+        help="idle window for the CPU figure, scaled to 60 s in the output (default "
+        "$BENCH_IDLE_S or 30, --quick 10; 0 skips it)",
     )
     p.add_argument(
         "--settle-s", type=float, default=2.0, help="wait after all joined before RSS (default 2)"
@@ -556,10 +591,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "its join phase (default 0.25)",
     )
     p.add_argument(
-        "--noise-retries", type=int, default=3, help="repeats per run at most (default 3)"
+        "--noise-retries",
+        type=int,
+        default=None,
+        help="repeats per run at most (default 3, --quick 1)",
     )
     p.add_argument(
         "--workdir", help="keep server, configs and outputs here (default: a temp dir, removed)"
+    )
+    p.add_argument(
+        "--daemon-from",
+        metavar="DIR",
+        help="import minimix from DIR (a directory holding the minimix package) instead of "
+        "daemon/, in the daemon and the bare clients: a stable measurement while daemon/ "
+        "is being edited, e.g. DIR from `git archive HEAD daemon | tar -x -C /tmp/snap` "
+        "-> /tmp/snap/daemon",
     )
     p.add_argument(
         "--bare-patches",
@@ -578,8 +624,50 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--profile",
         action="store_true",
-        help="afterwards, one more run of each kind under py-spy (needs py-spy in the venv); "
-        "summaries in bench/results/profile-*.txt",
+        help="afterwards, one more run of each kind under py-spy (needs py-spy in the venv), "
+        "one more relay blast and one more catch-up with py-spy on the daemon; summaries in "
+        "bench/results/profile-*.txt",
+    )
+    g = p.add_argument_group("relay section (latency, CPU per relayed message, throughput)")
+    g.add_argument("--relay-rounds", type=int, default=None, help="default: --rounds")
+    g.add_argument("--relay-clients", type=int, default=3, help="opted-in observers (default 3)")
+    g.add_argument(
+        "--latency-messages",
+        type=int,
+        default=300,
+        help="sequential messages per run (default 300)",
+    )
+    g.add_argument(
+        "--latency-warmup", type=int, default=20, help="unmeasured messages first (default 20)"
+    )
+    g.add_argument(
+        "--latency-gap-ms",
+        type=float,
+        default=0.0,
+        help="wait after each arrival before the next message (default 0: back to back, as the "
+        "perf floors; >= 50 shows the relay without the delayed-ACK/Nagle stall)",
+    )
+    g.add_argument("--latency-timeout", type=float, default=10.0, help="per message (default 10)")
+    g.add_argument(
+        "--blast-messages", type=int, default=2000, help="messages per blast (default 2000)"
+    )
+    g.add_argument("--blast-timeout", type=float, default=180.0)
+    g = p.add_argument_group("catch-up section")
+    g.add_argument("--catchup-rounds", type=int, default=None, help="default: --rounds")
+    g.add_argument("--catchup-rooms", type=int, default=20, help="rooms (default 20)")
+    g.add_argument(
+        "--catchup-per-room",
+        type=int,
+        default=500,
+        help="missed messages per room, also [relay] catchup_max (default 500)",
+    )
+    g.add_argument("--catchup-timeout", type=float, default=300.0)
+    g.add_argument(
+        "--catchup-noise-retries",
+        type=int,
+        default=None,
+        help="repeats of a noisy catch-up run (default 1: the runs are long; the least noisy "
+        "attempt is kept)",
     )
     p.add_argument(
         "--json",
@@ -587,68 +675,176 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=RESULTS,
         help=f"raw results (default {RESULTS.relative_to(REPO)})",
     )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    quick = args.quick
+    if args.rounds is None:
+        args.rounds = 1 if quick else 3
+    if args.idle_s is None:
+        args.idle_s = 10.0 if quick else float(os.environ.get("BENCH_IDLE_S", 30))
+    if args.noise_retries is None:
+        args.noise_retries = 1 if quick else 3
+    if args.relay_rounds is None:
+        args.relay_rounds = args.rounds
+    if args.catchup_noise_retries is None:
+        args.catchup_noise_retries = min(1, args.noise_retries)
+    if args.catchup_rounds is None:
+        args.catchup_rounds = args.rounds
+    args.sections = [x.strip() for x in args.sections.split(",") if x.strip()]
+    unknown = set(args.sections) - set(SECTIONS)
+    if unknown:
+        p.error(f"unknown sections: {', '.join(sorted(unknown))} (known: {', '.join(SECTIONS)})")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
+    global DAEMON_FROM
     args = parse_args(argv)
-    bench = Bench(args)
-    log(
-        f"minimix bench: {args.rooms} rooms, {args.rounds} rounds (+{args.warmup} warm-up), "
-        f"idle window {args.idle_s:g} s, {args.concurrency} joins in flight, "
-        f"bare client with {args.bare_patches} compat patches; "
-        f"Prosody muc_room_cache_size={bench.srv.options.muc_room_cache_size} "
-        "(Prosody's default of 100 makes joins of many rooms server-bound)"
-    )
-    log(f"workdir {bench.workdir}")
-    env = environment(bench)
-    profiles: dict[str, str] = {}
-    try:
-        bench.prepare()
-        bench.measure()
-        if args.profile:
-            from profile_run import run_profiled
-
-            outdir = args.json.parent
-            outdir.mkdir(parents=True, exist_ok=True)
-            for kind in bench.kinds:
-                log(f"profiling {kind} (unmeasured run under py-spy) ...")
-                profiles[kind] = run_profiled(bench, kind, outdir)
-    finally:
-        bench.srv.stop()
-    med = summarize(bench)
-    lines, summary = report(bench, med)
-    table = markdown(bench, med, summary)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(
-        json.dumps(
-            {
-                "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-                "environment": env,
-                "setup": bench.setup,
-                "runs": bench.runs,
-                "medians": med,
-                "summary": summary,
-                "markdown": table,
-                "profiles": profiles,
-            },
-            indent=1,
+    if args.daemon_from:
+        DAEMON_FROM = str(Path(args.daemon_from).resolve())
+        if not (Path(DAEMON_FROM) / "minimix" / "__init__.py").exists():
+            raise SystemExit(f"--daemon-from {args.daemon_from}: no minimix package there")
+        # children (daemon, bare clients) inherit it; this process imports minimix lazily
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            [DAEMON_FROM, *filter(None, [os.environ.get("PYTHONPATH")])]
         )
-        + "\n"
-    )
+        sys.path.insert(0, DAEMON_FROM)
+    keep = args.workdir is not None
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="minimix-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    args.workdir = str(workdir)
+    t_begin = time.monotonic()
+    log(f"minimix bench: sections {', '.join(args.sections)}{' (--quick)' if args.quick else ''}")
+    log(f"workdir {workdir}")
+    outdir = args.json.parent
+    outdir.mkdir(parents=True, exist_ok=True)
+    results: dict = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+    }
+    profiles: dict[str, str] = {}
+    tables: list[str] = []
+    lines: list[str] = []
+    targets: dict[str, dict] = {}
+    bench = None
+
+    if "join" in args.sections:
+        bench = Bench(args)
+        results["join_daemon_revision"] = rev = daemon_revision()
+        log(
+            f"join section (daemon at {rev}): {args.rooms} rooms, {args.rounds} rounds (+{args.warmup} warm-up), "
+            f"idle window {args.idle_s:g} s, {args.concurrency} joins in flight, "
+            f"bare client with {args.bare_patches} compat patches; "
+            f"Prosody muc_room_cache_size={bench.srv.options.muc_room_cache_size} "
+            "(Prosody's default of 100 makes joins of many rooms server-bound)"
+        )
+        try:
+            bench.prepare()
+            bench.measure()
+            if args.profile:
+                from profile_run import run_profiled
+
+                for kind in bench.kinds:
+                    log(f"profiling {kind} (unmeasured run under py-spy) ...")
+                    profiles[kind] = run_profiled(bench, kind, outdir)
+        finally:
+            bench.srv.stop()
+        med = summarize(bench)
+        join_lines, summary = report(bench, med)
+        table = markdown(bench, med, summary)
+        tables.append(table)
+        lines += join_lines
+        targets.update(summary["targets"])
+        results.update(
+            setup=bench.setup, runs=bench.runs, medians=med, summary=summary, markdown=table
+        )
+        results["join_s"] = round(time.monotonic() - t_begin, 1)
+    results["environment"] = environment(bench)
+
+    traffic = [s for s in ("relay", "catchup") if s in args.sections]
+    if traffic:
+        import catchup_bench
+        import relay_bench
+        from catchup_bench import CatchupBench
+        from relay_bench import RelayBench
+        from traffic import traffic_server
+
+        srv = traffic_server(workdir / "traffic")
+        log(
+            f"{' and '.join(traffic)} sections: a fresh Prosody (tests/servers defaults, "
+            f"muc_room_cache_size={srv.options.muc_room_cache_size}, "
+            "storage_archive_item_limit=1000000 as in the perf floors)"
+        )
+        srv.start()
+        try:
+            for name in traffic:
+                t0 = time.monotonic()
+                rev = daemon_revision()
+                log(f"{name} section: daemon at {rev}")
+                module = relay_bench if name == "relay" else catchup_bench
+                cls = RelayBench if name == "relay" else CatchupBench
+                section = cls(args, srv, workdir)
+                try:
+                    section.prepare()
+                    section.measure()
+                    if args.profile:
+                        log(
+                            f"profiling the daemon in the {name} section (unmeasured run under py-spy) ..."
+                        )
+                        profiles[f"{name}-daemon"] = section.profile(outdir)
+                except Exception as exc:  # noqa: BLE001 - one section's failure, not the bench's
+                    log(f"{name} section FAILED: {exc}")
+                    lines.append(f"{name}_section_failed: {str(exc).splitlines()[0]}")
+                    targets.update(
+                        {
+                            k: {"value": None, "target": None, "met": False}
+                            for k in module.TARGET_NAMES
+                        }
+                    )
+                    results[name] = {
+                        "error": str(exc),
+                        "runs": section.runs,
+                        "daemon_revision": rev,
+                    }
+                    continue
+                finally:
+                    section.stop()
+                med = section.summarize()
+                sec_lines, summary = section.report(med)
+                table = section.markdown(med, summary)
+                tables.append(table)
+                lines += sec_lines
+                targets.update(summary)
+                results[name] = {
+                    "setup": section.setup,
+                    "runs": section.runs,
+                    "medians": med,
+                    "summary": summary,
+                    "markdown": table,
+                    "daemon_revision": rev,
+                    "seconds": round(time.monotonic() - t0, 1),
+                }
+        finally:
+            srv.stop()
+
+    met = sum(1 for t in targets.values() if t["met"])
+    results["targets"] = targets
+    results["profiles"] = profiles
+    results["seconds"] = round(time.monotonic() - t_begin, 1)
+    args.json.write_text(json.dumps(results, indent=1, default=str) + "\n")
     for text in profiles.values():
         print()
         for line in text.splitlines():
             print(f"# {line}")
+    for table in tables:
+        print()
+        print(table)
     print()
-    print(table)
-    print()
-    print(f"# raw results: {args.json}")
+    print(f"# raw results: {args.json}; {results['seconds']:.0f} s in all")
     for line in lines:
         print(line)
-    if not args.workdir:
-        shutil.rmtree(bench.workdir, ignore_errors=True)
+    print(f"bench: {met} of {len(targets)} targets met")
+    if not keep:
+        shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 
