@@ -92,12 +92,27 @@ class Engine:
             self, rng, dict(relay_globs or {}), offline_status, catchup_max=catchup_max, playback_max=playback_max
         )
         self.stopping = False
+        # First joins' look at the archive (where it ends), held while rooms are joining:
+        # joins go first, and a start with many new rooms does not compete with them.
+        self._first_looks: dict[str, A.CatchUp] = {}
 
     def handle(self, event: AccountEvent | RoomEvent, now: float) -> list[A.Action]:
         actions = self._handle(event, now)
         while self.rooms.just_joined:  # joined (again): catch up from the room's archive
-            actions += self.clients.room_joined(self.rooms.just_joined.pop(0))
+            room = self.rooms.just_joined.pop(0)
+            for action in self.clients.room_joined(room):
+                if isinstance(action, A.CatchUp) and action.after is None:
+                    self._first_looks[room] = action
+                else:
+                    actions.append(action)
+        if self._first_looks and not self.rooms.count(RoomState.JOINING):
+            looks, self._first_looks = self._first_looks, {}
+            actions += [a for room, a in looks.items() if self._joined(room)]
         return actions
+
+    def _joined(self, room: str) -> bool:
+        state = self.rooms.get(room)
+        return state is not None and state.state is RoomState.JOINED
 
     def _handle(self, event: AccountEvent | RoomEvent, now: float) -> list[A.Action]:
         match event:

@@ -155,6 +155,8 @@ class Account:
     port: int = 5222
     ca_file: str | None = None
 
+CATCH_UP_CONCURRENCY = 200  # room archive queries in flight at once
+
 
 # XEP-0410 §4: how to read the answer to a self-ping.
 _STILL_JOINED = {"service-unavailable", "feature-not-implemented"}
@@ -298,6 +300,9 @@ class Session:
         self._rooms = rooms  # the rooms the user may pick from in ad-hoc forms
         self._legacy_count = 0
         self._room_features: dict[str, frozenset[str]] = {}  # disco#info of rooms, this session
+        # Archive queries in flight at once: the server answers them one at a time anyway,
+        # and a start with a thousand rooms must not hold a thousand answers in memory.
+        self._catch_up_slots = asyncio.Semaphore(CATCH_UP_CONCURRENCY)
         self._acked: list[str] = []  # relays the server has, reported once per loop turn
         self._lost: list[str] = []
         self._awaiting_subject: set[str] = set()  # joins whose subject (the end of the join) is due
@@ -920,6 +925,10 @@ class Session:
         """Fetch from the room's archive what came after ``after``; report CatchUpDone."""
 
         async def run() -> None:
+            async with self._catch_up_slots:
+                await catch_up()
+
+        async def catch_up() -> None:
             jid = aioxmpp.JID.fromstr(room)
             try:
                 features = await self._features(jid)
@@ -949,7 +958,11 @@ class Session:
     async def _features(self, jid: aioxmpp.JID) -> frozenset[str]:
         key = str(jid)
         if key not in self._room_features:
-            info = await self._disco_client.query_info(jid, require_fresh=True)
+            # Not DiscoClient.query_info: it keeps every answer (forms and all) for the
+            # session, a lot of memory with many rooms; we keep the features only.
+            assert self.client is not None
+            iq = aioxmpp.IQ(type_=aioxmpp.IQType.GET, to=jid, payload=disco_xso.InfoQuery())
+            info = await self.client.send(iq)
             self._room_features[key] = frozenset(info.features)
         return self._room_features[key]
 
