@@ -299,3 +299,32 @@ def test_stock_sm_failed_needs_a_condition(monkeypatch):
     monkeypatch.setattr(aioxmpp.nonza.SMFailed.condition.xq_descriptor, "default", _PropBase.NO_DEFAULT)
     with pytest.raises(ValueError):
         aioxmpp.xml.read_single_xso(io.BytesIO(FAILED_WITHOUT_CONDITION), aioxmpp.nonza.SMFailed)
+
+
+# -- 4b. stop noise: aioxmpp's futures of aborted stanzas ----------------------------------
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [RuntimeError("stanza aborted"), aioxmpp.stream.DestructionRequested("stop"), ConnectionError("gone")],
+)
+def test_futures_of_stanzas_aborted_by_a_stop_are_not_errors(exc):
+    """An IQ in flight when the daemon stops (a room archive query, say): its waiting task
+    is cancelled, aioxmpp fails the IQ's future and asyncio logs "Future exception was never
+    retrieved" at ERROR on every such stop.  It goes to DEBUG."""
+    record = logging.LogRecord(
+        "asyncio", logging.ERROR, __file__, 1, "Future exception was never retrieved\nfuture: %r",
+        ("<Future>",), (type(exc), exc, None),
+    )
+    assert not compat._Demote().filter(record) or logging.getLogger().isEnabledFor(logging.DEBUG)
+    assert record.levelno == logging.DEBUG
+
+
+def test_other_unretrieved_future_exceptions_stay_errors():
+    exc = RuntimeError("something else")
+    record = logging.LogRecord(
+        "asyncio", logging.ERROR, __file__, 1, "Future exception was never retrieved", (),
+        (type(exc), exc, None),
+    )
+    assert compat._Demote().filter(record)
+    assert record.levelno == logging.ERROR

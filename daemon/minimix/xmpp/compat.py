@@ -130,8 +130,10 @@ class _Demote(logging.Filter):
             or (msg.startswith(_TLS_NOISE) and isinstance(exc, OpenSSL.SSL.Error | asyncio.InvalidStateError))
             or (msg.startswith("main failed") and isinstance(exc, FatalLoginError))
             # stanzas still queued when the daemon stops: aioxmpp's futures for them fail
+            # (IQs whose waiting task was cancelled by the stop: "stanza aborted")
             or (msg.startswith("Future exception was never retrieved")
-                and isinstance(exc, aioxmpp.stream.DestructionRequested | ConnectionError))
+                and (isinstance(exc, aioxmpp.stream.DestructionRequested | ConnectionError)
+                     or (isinstance(exc, RuntimeError) and str(exc) == "stanza aborted")))
         ):
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
             return logging.getLogger().isEnabledFor(logging.DEBUG)
