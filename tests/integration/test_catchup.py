@@ -77,6 +77,19 @@ def stop_and_post(user, d, room: str, said: list[str]) -> tuple[dict, float, flo
     return ids, before, time.time()
 
 
+def missed_then_live(user, d, room: str, laptop, said: list[str]) -> None:
+    """Stop the daemon, post `said`, restart it, post one live message: the laptop gets
+    `said` (caught up) and then the live one, each once, in order."""
+    stop_and_post(user, d, room, said)
+    print("room_state after the first run:", room_state(d, room))
+    mark = len(laptop.messages)
+    d.start()
+    user.wait_joined(room, NICK)
+    post(user, room, ["live again"])
+    wait_text(user, laptop, "live again", since=mark)
+    assert texts(user, laptop, mark) == [*said, "live again"]
+
+
 # -- (1) the daemon was stopped ------------------------------------------------------------
 
 
@@ -149,15 +162,7 @@ def test_a_room_that_was_silent_when_the_daemon_first_joined_is_caught_up_too(us
     wait_until(lambda: (room_state(d, room) or (None, None, None))[2] == 1)
     assert texts(user, laptop) == []
 
-    said = [f"first ever {i}" for i in range(1, 6)]
-    stop_and_post(user, d, room, said)
-    print("room_state after the first run:", room_state(d, room))
-    mark = len(laptop.messages)
-    d.start()
-    user.wait_joined(room, NICK)
-    post(user, room, ["live again"])
-    wait_text(user, laptop, "live again", since=mark)
-    assert texts(user, laptop, mark) == [*said, "live again"]
+    missed_then_live(user, d, room, laptop, [f"first ever {i}" for i in range(1, 6)])
 
 
 # -- (6) catchup_max ---------------------------------------------------------------------
@@ -219,15 +224,7 @@ def test_a_room_without_archive_is_caught_up_from_its_history_once(user):
     wait_text(user, laptop, "before the break")
     wait_settled(d)
 
-    said = [f"unarchived {i}" for i in range(1, 6)]
-    stop_and_post(user, d, room, said)
-    print("room_state after the first run:", room_state(d, room))
-    mark = len(laptop.messages)
-    d.start()
-    user.wait_joined(room, NICK)
-    post(user, room, ["live again"])
-    wait_text(user, laptop, "live again", since=mark)
-    assert texts(user, laptop, mark) == [*said, "live again"]
+    missed_then_live(user, d, room, laptop, [f"unarchived {i}" for i in range(1, 6)])
 
 
 def minimix_status(d) -> tuple[int, str]:
