@@ -235,6 +235,27 @@ def test_jid_preparation_is_memoised():
         aioxmpp.JID.fromstr("a@b/\u0000")
 
 
+
+def test_xml_name_validation_is_memoised_and_still_validates():
+    import aioxmpp.xml
+
+    check = aioxmpp.xml.xmlValidateNameValue_str
+    assert hasattr(check, "cache_info")
+    check.cache_clear()
+    message = aioxmpp.Message(type_=aioxmpp.MessageType.CHAT, to=aioxmpp.JID.fromstr("a@b/c"))
+    message.body[None] = "hi"
+    for _ in range(3):
+        aioxmpp.xml.serialize_single_xso(message)
+    info = check.cache_info()
+    assert info.hits > info.misses > 0  # the second and third time: from the cache
+    for name, valid in [("message", True), ("x-y.z_1", True), ("1abc", False), ("a b", False), ("", False)]:
+        assert check(name) is valid, name
+    generator = aioxmpp.xml.XMPPXMLGenerator(io.BytesIO(), short_empty_elements=True)
+    generator.startDocument()
+    with pytest.raises(ValueError):
+        generator.startElementNS(("urn:x", "bad name"), None, {})
+
+
 # -- 9. ack requests coalesced ----------------------------------------------------------------
 
 

@@ -1,5 +1,9 @@
 """The store: settings survive reopening; a corrupt file is moved aside, never fatal."""
 
+import sqlite3
+
+import pytest
+
 from minimix.core.relay import ClientSettings, Mode
 from minimix.store import FILENAME, Store
 
@@ -31,3 +35,25 @@ def test_corrupt_store_is_moved_aside(tmp_path):
 
 def test_memory_store():
     assert Store(":memory:").load_clients() == {}
+
+
+def test_grouped_writes_commit_once_and_each_call_stays_all_or_nothing(tmp_path):
+    """The app groups the writes of what it handles between two awaits into one commit;
+    a call that fails inside the group leaves nothing behind, the others are kept."""
+    store = Store(tmp_path / "s.sqlite3")
+    other = sqlite3.connect(str(tmp_path / "s.sqlite3"))
+    with store.grouped():
+        store.set_room_cursor("r1@muc.example", "id-1", 1.0)
+        with pytest.raises(RuntimeError), store._transaction():
+            store.set_room_cursor("r2@muc.example", "id-2", 2.0)
+            raise RuntimeError("boom")
+        store.set_room_cursor("r3@muc.example", "id-3", 3.0)
+        # not committed yet: another connection does not see it
+        assert other.execute("SELECT count(*) FROM room_state").fetchone()[0] == 0
+    rooms = {row[0] for row in other.execute("SELECT room FROM room_state")}
+    assert rooms == {"r1@muc.example", "r3@muc.example"}
+    with pytest.raises(ValueError), store.grouped():
+        store.set_room_cursor("r4@muc.example", "id-4", 4.0)
+        raise ValueError("the whole group fails")
+    assert "r4@muc.example" not in {row[0] for row in other.execute("SELECT room FROM room_state")}
+    store.close()

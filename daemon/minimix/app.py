@@ -9,6 +9,7 @@ No locks, no races: soju's per-user event loop is the model.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import os
@@ -61,6 +62,7 @@ log = structlog.get_logger("minimix")
 
 EX_OK, EX_SOFTWARE, EX_NOPERM = os.EX_OK, os.EX_SOFTWARE, os.EX_NOPERM
 SHUTDOWN_GRACE_S = 5.0
+DISPATCH_BATCH = 256  # queued events handled between two awaits (one store commit)
 SELF_PING_TIMEOUT_S = 30.0
 # After our caps answer (the server subscribes us once it has it): re-fetch the bookmarks
 # to catch a change made in between.  Not at once: a first start is busy joining rooms, and
@@ -280,12 +282,20 @@ class App:
                     continue
             else:
                 event = await self.queue.get()
-            try:
-                self._dispatch(event)
-            except Exception:  # a bug must cost one event, never the daemon
-                log.exception("internal error while handling an event", event=type(event).__name__)
+            # What is queued already is handled in one go, its store writes committed once
+            # at the end: nothing enqueued meanwhile reaches the socket before that commit,
+            # as aioxmpp writes only once this task awaits again.
+            events = [event]
+            while len(events) < DISPATCH_BATCH and not self.queue.empty():
+                events.append(self.queue.get_nowait())
+            with self.store.grouped() if self.store is not None else contextlib.nullcontext():
+                for event in events:
+                    try:
+                        self._dispatch(event)
+                    except Exception:  # a bug must cost one event, never the daemon
+                        log.exception("internal error while handling an event", event=type(event).__name__)
             self._update_status()
-            if not isinstance(event, QUIET_EVENTS) and not self._snapshot_pending:
+            if any(not isinstance(e, QUIET_EVENTS) for e in events) and not self._snapshot_pending:
                 self._snapshot_pending = True
                 self._schedule_once("status-snapshot", SNAPSHOT_DELAY_S, SnapshotDue())
         if self.stopping and self.exit_code is None:

@@ -97,6 +97,7 @@ class Store:
         ``on_reset(reason, moved_to)`` is called when an unusable file was moved aside.
         """
         self.path = path
+        self._grouping = False
         try:
             self.db = self._open()
         except sqlite3.DatabaseError as exc:
@@ -328,7 +329,36 @@ class Store:
     # -- plumbing ------------------------------------------------------------------------------
 
     @contextlib.contextmanager
+    def grouped(self) -> Iterator[None]:
+        """Writes made inside are committed together, once, at the end (one WAL write
+        instead of one per call).  The caller must not let anything written inside reach
+        the network before the end: the app groups what it does between two awaits."""
+        self._grouping = True
+        try:
+            yield
+        except BaseException:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
+        finally:
+            self._grouping = False
+        if self.db.in_transaction:
+            self.db.execute("COMMIT")
+
+    @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
+        if self._grouping:  # committed by grouped(); each call still all or nothing
+            if not self.db.in_transaction:
+                self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute("SAVEPOINT call")
+            try:
+                yield
+            except BaseException:
+                self.db.execute("ROLLBACK TO call")
+                self.db.execute("RELEASE call")
+                raise
+            self.db.execute("RELEASE call")
+            return
         if self.db.in_transaction:  # nested: part of the caller's transaction
             yield
             return

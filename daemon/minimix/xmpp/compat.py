@@ -326,6 +326,23 @@ def _memoise_stringprep() -> None:
         setattr(aioxmpp.structs, name, functools.lru_cache(maxsize=STRINGPREP_CACHE)(original))
 
 
+# -- 8b. XML name validation on every element ----------------------------------------------
+# Cost: aioxmpp's XMPPXMLGenerator checks every element, attribute and prefix name it writes
+# character by character against the XML name ranges (xmlValidateNameValue_str, nested
+# generators): 24 % of the daemon's CPU while relaying (profiled; bench/README, Profiles).
+# The names are a small set ("message", "body", "forwarded", ...) and the check is a pure
+# function of its argument: memoise it, bounded (a forwarded original may carry any names).
+
+XML_NAME_CACHE = 4096
+
+
+def _memoise_xml_name_check() -> None:
+    import aioxmpp.xml
+
+    original = aioxmpp.xml.xmlValidateNameValue_str
+    aioxmpp.xml.xmlValidateNameValue_str = functools.lru_cache(maxsize=XML_NAME_CACHE)(original)
+
+
 # -- 9. a 40 ms stall after every send -------------------------------------------------------------
 # Defect: StanzaStream._process_outgoing sends an XEP-0198 <r/> after every batch it writes.
 # The server answers <a/>; our kernel delays its TCP ACK of that small segment (delayed
@@ -401,6 +418,7 @@ def apply() -> None:
         logging.getLogger(name).addFilter(_Demote())
     _lenient_legacy_bookmarks()
     _memoise_stringprep()
+    _memoise_xml_name_check()
     aioxmpp.protocol.XMLStream.data_received = _data_received
     aioxmpp.stream.StanzaStream._process_outgoing = _process_outgoing
     _tolerant_sm_failed()
