@@ -39,7 +39,7 @@ import sys
 import time
 from pathlib import Path
 
-from fixture import BENCH_DIR, REPO, StampedProcess
+from fixture import BENCH_DIR, REPO, StampedProcess, log
 from harness import daemon_config, to_toml
 from procstat import cpu_s, hwm_mb, rss_mb
 from traffic import (
@@ -62,10 +62,6 @@ TARGETS = {"catchup_ratio": 1.5}
 TARGET_NAMES = ("catchup_ratio",)
 NICK = "cu"
 DAEMON_RESOURCE = "minimix"
-
-
-def log(msg: str) -> None:
-    print(f"# {msg}", flush=True)
 
 
 class CatchupBench:

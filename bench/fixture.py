@@ -29,6 +29,11 @@ MUC_ROOM_CACHE_SIZE = 5000
 PIPELINE = 50  # requests in flight while setting up
 
 
+def log(msg: str) -> None:
+    """A progress line of the bench (figures are the lines without the leading #)."""
+    print(f"# {msg}", flush=True)
+
+
 @dataclass
 class ProbeEvent:
     t: float

@@ -35,7 +35,7 @@ import contextlib
 import time
 from pathlib import Path
 
-from fixture import REPO
+from fixture import REPO, log
 from harness import DaemonProcess, daemon_config, to_toml
 from procstat import cpu_s
 from traffic import (
@@ -70,10 +70,6 @@ NICK = "mx"
 WARMUP_LATENCY_N = 50  # messages in the unmeasured warm-up runs
 WARMUP_BLAST_N = 500
 DAEMON_RESOURCE = "minimix"
-
-
-def log(msg: str) -> None:
-    print(f"# {msg}", flush=True)
 
 
 class RelayBench:

@@ -61,7 +61,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from fixture import BENCH_DIR, REPO, BenchServer, StampedProcess  # noqa: E402
+from fixture import BENCH_DIR, REPO, BenchServer, StampedProcess, log  # noqa: E402
 from harness import daemon_config, to_toml  # noqa: E402
 from procstat import cpu_s, hwm_mb, rss_mb, self_cpu_s, system_busy_s  # noqa: E402
 
@@ -73,10 +73,6 @@ TARGETS = {
 RESULTS = BENCH_DIR / "results" / "latest.json"
 SECTIONS = ("join", "relay", "catchup")
 DAEMON_FROM: str | None = None
-
-
-def log(msg: str) -> None:
-    print(f"# {msg}", flush=True)
 
 
 # -- processes --------------------------------------------------------------------------
