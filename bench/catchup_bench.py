@@ -51,6 +51,7 @@ from traffic import (
     post,
     ratio,
     repeat_noisy,
+    run_counts,
     store_bytes,
     store_count,
     wait_alive,
@@ -428,11 +429,7 @@ class CatchupBench:
         med["paired"] = median(
             [v["daemon"] / v["bare"] for v in by_round.values() if "daemon" in v and v.get("bare")]
         )
-        med["failed_runs"] = sum(1 for r in self.runs if r["error"] and not r["warmup"])
-        med["noisy_runs"] = sum(1 for r in self.runs if r["discarded"])
-        med["noisy_kept"] = sum(
-            1 for r in self.runs if r["noisy"] and not r["discarded"] and not r["warmup"]
-        )
+        med.update(run_counts(self.runs))
         return med
 
     def report(self, med: dict) -> tuple[list[str], dict]:

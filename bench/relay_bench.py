@@ -48,6 +48,7 @@ from traffic import (
     percentile,
     ratio,
     repeat_noisy,
+    run_counts,
     sequential,
     wait_alive,
     wait_quiet,
@@ -389,11 +390,7 @@ class RelayBench:
             "p99": paired("latency", "p99_ms"),
             "rate": paired("blast", "rate_msg_s"),
         }
-        med["failed_runs"] = sum(1 for r in self.runs if r["error"] and not r["warmup"])
-        med["noisy_runs"] = sum(1 for r in self.runs if r["discarded"])
-        med["noisy_kept"] = sum(
-            1 for r in self.runs if r["noisy"] and not r["discarded"] and not r["warmup"]
-        )
+        med.update(run_counts(self.runs))
         return med
 
     def report(self, med: dict) -> tuple[list[str], dict]:

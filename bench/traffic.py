@@ -413,3 +413,13 @@ def store_count(state_dir: Path, sql: str) -> int:
 
 def loadavg() -> float:
     return os.getloadavg()[0]
+
+
+def run_counts(runs: list[dict]) -> dict:
+    """How many measured runs failed, were repeated as noisy, or were kept though noisy."""
+    measured = [r for r in runs if not r["warmup"]]
+    return {
+        "failed_runs": sum(1 for r in measured if r["error"]),
+        "noisy_runs": sum(1 for r in runs if r["discarded"]),
+        "noisy_kept": sum(1 for r in measured if r["noisy"] and not r["discarded"]),
+    }

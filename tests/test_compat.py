@@ -165,6 +165,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def pinned_client(prosody, account) -> compat.MinimixClient:
+    """A client of `account` on the test Prosody, as the daemon makes it (pinned peer)."""
+    return compat.MinimixClient(
+        aioxmpp.JID.fromstr(f"{account.jid}/r"),
+        compat.security_layer(account.password, str(prosody.ca_file)),
+        delay_for=lambda attempt: 0.1,
+        override_peer=[(prosody.host, prosody.port, aioxmpp.connector.STARTTLSConnector())],
+        pin_peer=True,
+    )
+
+
 def test_reconnect_loop_is_pinned_jittered_and_never_gives_up():
     """aioxmpp gives up after 4 initial attempts and falls back to SRV: ours does neither."""
     port = free_port()
@@ -198,13 +209,7 @@ def test_nodelay_is_set_after_the_stream_is_up(prosody):
     account = prosody.new_account()
 
     async def main():
-        client = compat.MinimixClient(
-            aioxmpp.JID.fromstr(f"{account.jid}/r"),
-            compat.security_layer(account.password, str(prosody.ca_file)),
-            delay_for=lambda attempt: 0.1,
-            override_peer=[(prosody.host, prosody.port, aioxmpp.connector.STARTTLSConnector())],
-            pin_peer=True,
-        )
+        client = pinned_client(prosody, account)
         async with client.connected():
             sock = client.stream._xmlstream.transport.get_extra_info("socket")
             before = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
@@ -272,13 +277,7 @@ def test_ack_requests_are_coalesced(prosody, stock, monkeypatch):
     account = prosody.new_account()
 
     async def main():
-        client = compat.MinimixClient(
-            aioxmpp.JID.fromstr(f"{account.jid}/r"),
-            compat.security_layer(account.password, str(prosody.ca_file)),
-            delay_for=lambda attempt: 0.1,
-            override_peer=[(prosody.host, prosody.port, aioxmpp.connector.STARTTLSConnector())],
-            pin_peer=True,
-        )
+        client = pinned_client(prosody, account)
         async with client.connected():
             xmlstream = client.stream._xmlstream
             sent = []
