@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import datetime
 import logging
 from collections.abc import Awaitable, Callable
@@ -34,7 +33,6 @@ import aioxmpp.protocol
 import aioxmpp.pubsub.xso as pubsub_xso
 import aioxmpp.stream
 import aioxmpp.xml
-import lxml.etree
 import structlog
 
 from minimix.core import actions as A
@@ -71,6 +69,7 @@ from minimix.xmpp.xso import (
     Fallback,
     NoCopy,
     NoStore,
+    Raw,
     Reply,
     node_config,
     publish_options,
@@ -822,14 +821,12 @@ class Session:
         if not isinstance(action.ref, str):
             return
         stamp = dt_stamp(action.stamp)
-        forwarded = lxml.etree.fromstring(
+        forwarded = (
             f"<forwarded xmlns='{NS_FORWARD}'><delay xmlns='urn:xmpp:delay' stamp='{stamp}'/>"
-            f"{action.ref}</forwarded>"
+            f"{action.ref}</forwarded>".encode()
         )
-        for n, (resource, relay_id) in enumerate(action.deliveries):
-            # An lxml element can sit in one tree only: each relay gets its own copy.
-            element = forwarded if n == len(action.deliveries) - 1 else copy.deepcopy(forwarded)
-            message = self._to_client(resource, action.text, relay_id, element)
+        for resource, relay_id in action.deliveries:
+            message = self._to_client(resource, action.text, relay_id, Raw(forwarded))
             message.xep0184_request_receipt = True
             tracked = action.seq is not None
             self._enqueue(message, self._delivery_tracker(relay_id) if tracked else None)
@@ -881,9 +878,9 @@ class Session:
     def _to_client(self, resource: str, text: str, id_: str | None, forwarded: Any) -> aioxmpp.Message:
         message = aioxmpp.Message(type_=aioxmpp.MessageType.CHAT, to=self.own.replace(resource=resource), id_=id_)
         message.body[None] = text
-        if forwarded is not None:  # an lxml element: the original, kept byte for byte
+        if forwarded is not None:  # the original, kept byte for byte
             message.minimix_fallbacks.append(Fallback(NS_FORWARD))
-            message.minimix_unknown.append(forwarded)
+            message.minimix_raw.append(forwarded)
         message.minimix_private = CarbonsPrivate()
         message.minimix_no_copy = NoCopy()
         message.minimix_no_store = NoStore()

@@ -12,7 +12,11 @@ import aioxmpp
 import aioxmpp.forms
 import aioxmpp.misc
 import aioxmpp.pubsub.xso as pubsub_xso
+import aioxmpp.xml
 import aioxmpp.xso as xso
+import aioxmpp.xso.model as xso_model
+import lxml.etree
+import lxml.sax
 
 NS_BOOKMARKS = "urn:xmpp:bookmarks:1"
 NS_BOOKMARKS_COMPAT = "urn:xmpp:bookmarks:1#compat"
@@ -141,9 +145,37 @@ aioxmpp.Message.minimix_no_store = xso.Child([NoStore])
 aioxmpp.Message.minimix_fallbacks = xso.ChildList([Fallback])
 aioxmpp.Message.minimix_reply = xso.Child([Reply])
 aioxmpp.Message.minimix_forwarded = xso.Child([aioxmpp.misc.Forwarded])
+
+
+class Raw(xso.XSO):
+    """A complete XML element, already serialised and self-contained (it declares its own
+    namespaces), written into the stream as it is.
+
+    A relay forwards the original room message, serialised once when it arrived (for the
+    log).  Handing it to aioxmpp as an lxml tree meant parsing it, copying the tree for each
+    client and walking it through SAX again for each relay: about a third of the daemon's
+    CPU per relayed message.  The TAG only registers the class; it is never parsed.
+    """
+
+    TAG = ("urn:minimix:raw", "raw")
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes = b"") -> None:
+        super().__init__()
+        self.data = data
+
+    def xso_serialise_to_sax(self, dest) -> None:
+        if isinstance(dest, aioxmpp.xml.XMPPXMLGenerator):
+            dest._finish_pending_start_element()  # close the parent's start tag
+            dest._write(self.data)
+        else:  # any other SAX consumer gets the element
+            lxml.sax.saxify(lxml.etree.fromstring(self.data), xso_model._CollectorContentHandlerFilter(dest))
+
+
 # Keep every child aioxmpp has no XSO for (reactions, occupant-id, OMEMO…): a relay
 # forwards the original stanza whole.
 aioxmpp.Message.minimix_unknown = xso.Collector()
+aioxmpp.Message.minimix_raw = xso.ChildList([Raw])  # sent only: see Raw
 
 
 def strip_fallback(body: str, message: aioxmpp.Message, for_: str) -> str:

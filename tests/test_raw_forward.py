@@ -1,0 +1,76 @@
+"""A relay forwards the original stanza as the serialised text it was logged as (xso.Raw):
+what goes on the wire is the same XML the lxml route gave, and any other SAX consumer
+still gets the element."""
+
+import io
+
+import aioxmpp
+import aioxmpp.xml
+import lxml.etree
+import lxml.sax
+
+import minimix.xmpp  # noqa: F401  (patches and XSOs)
+from minimix.xmpp.xso import NS_FORWARD, Raw
+
+ORIGINAL = (
+    '<message xmlns="jabber:client" from="room@muc.example/bob" id="m1" type="groupchat">'
+    '<body>a &lt;b&gt; &amp; ünï</body><reactions xmlns="urn:xmpp:reactions:0" id="x"/>'
+    "</message>"
+)
+FORWARDED = (
+    f"<forwarded xmlns='{NS_FORWARD}'><delay xmlns='urn:xmpp:delay' stamp='2026-11-27T00:00:00Z'/>"
+    f"{ORIGINAL}</forwarded>"
+)
+
+
+def relay(child) -> aioxmpp.Message:
+    message = aioxmpp.Message(type_=aioxmpp.MessageType.CHAT, to=aioxmpp.JID.fromstr("me@example/phone"))
+    message.body[None] = "[room] bob: hi"
+    if isinstance(child, Raw):
+        message.minimix_raw.append(child)
+    else:
+        message.minimix_unknown.append(child)
+    return message
+
+
+def on_the_wire(message: aioxmpp.Message) -> bytes:
+    """As the stream writes it: one generator for the whole stream, the stanza inside."""
+    buf = io.BytesIO()
+    gen = aioxmpp.xml.XMPPXMLGenerator(buf, short_empty_elements=True, sorted_attributes=True)
+    gen.startDocument()
+    gen.startPrefixMapping(None, "jabber:client")
+    gen.startElementNS(("http://etherx.jabber.org/streams", "stream"), None, {})
+    message.xso_serialise_to_sax(gen)
+    gen.endElementNS(("http://etherx.jabber.org/streams", "stream"), None)
+    gen.endPrefixMapping(None)
+    gen.endDocument()
+    return buf.getvalue()
+
+
+def canonical(xml: bytes) -> bytes:
+    return lxml.etree.tostring(lxml.etree.fromstring(xml), method="c14n")
+
+
+def test_raw_forward_is_the_same_xml_as_the_lxml_route():
+    raw = on_the_wire(relay(Raw(FORWARDED.encode())))
+    tree = on_the_wire(relay(lxml.etree.fromstring(FORWARDED)))
+    assert canonical(raw) == canonical(tree)
+    assert ORIGINAL.encode() in raw  # byte for byte, not re-serialised
+
+
+def test_raw_forward_parses_back_to_the_original():
+    wire = on_the_wire(relay(Raw(FORWARDED.encode())))
+    root = lxml.etree.fromstring(wire)
+    message = root[0]
+    original = message.find(f"{{{NS_FORWARD}}}forwarded/{{jabber:client}}message")
+    assert original is not None and original.get("id") == "m1"
+    assert original.findtext("{jabber:client}body") == "a <b> & ünï"
+    assert original.find("{urn:xmpp:reactions:0}reactions") is not None
+
+
+def test_raw_forward_reaches_other_sax_consumers_as_an_element():
+    handler = lxml.sax.ElementTreeContentHandler()
+    relay(Raw(FORWARDED.encode())).xso_serialise_to_sax(handler)
+    forwarded = handler.etree.getroot().find(f"{{{NS_FORWARD}}}forwarded")
+    assert forwarded is not None
+    assert forwarded.find("{jabber:client}message/{jabber:client}body").text == "a <b> & ünï"
