@@ -155,6 +155,7 @@ class Account:
     ca_file: str | None = None
 
 CATCH_UP_CONCURRENCY = 200  # room archive queries in flight at once
+FETCH_AGAIN_MAX = 5  # bookmark list fetched again when changes were pushed meanwhile
 
 
 # XEP-0410 §4: how to read the answer to a self-ping.
@@ -296,6 +297,7 @@ class Session:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._nicks: dict[str, str] = {}  # room → the nick we hold or try there
         self._pep_payloads: dict[str, Conference] = {}  # XEP-0402 items as last seen, kept whole
+        self._pep_pushes = 0  # bookmark changes pushed to us: a fetch that saw some arrive is redone
         self._rooms = rooms  # the rooms the user may pick from in ad-hoc forms
         self._legacy_count = 0
         self._room_features: dict[str, frozenset[str]] = {}  # disco#info of rooms, this session
@@ -587,6 +589,7 @@ class Session:
             and payload.node == NS_BOOKMARKS
             and message.from_ == self.own
         ):
+            self._pep_pushes += 1
             self._pep_payloads.clear()
             self._post(PepBookmarksLoaded(()))
             return None
@@ -598,6 +601,7 @@ class Session:
         if jid != self.own:  # only our own account's PEP counts (CVE-2023-28686)
             log.warning("ignored a bookmark notification from another entity", sender=str(jid))
             return
+        self._pep_pushes += 1
         self._remember(item.id_, item.registered_payload)
         self._post(PepBookmarkPublished(raw_pep_item(item.id_, item.registered_payload)))
 
@@ -607,6 +611,7 @@ class Session:
         if jid != self.own:
             log.warning("ignored a bookmark retraction from another entity", sender=str(jid))
             return
+        self._pep_pushes += 1
         self._pep_payloads.pop(id_, None)
         self._post(PepBookmarkRetracted(id_))
 
@@ -621,19 +626,10 @@ class Session:
         # Both at once: the account's features (is there #compat?) and the XEP-0402 items.
         info_task = asyncio.ensure_future(self._disco_client.query_info(self.own, require_fresh=True))
         try:
-            response = await self._pubsub.get_items(self.own, NS_BOOKMARKS)
-        except aioxmpp.errors.XMPPCancelError as exc:
-            if exc.condition != aioxmpp.ErrorCondition.ITEM_NOT_FOUND:
-                info_task.cancel()
-                raise
-            response = None  # no XEP-0402 node: no XEP-0402 bookmarks
+            response = await self._fresh_pep_items()
         except BaseException:
             info_task.cancel()
             raise
-        info = await info_task
-        self.server_features = frozenset(info.features)
-        compat_store = NS_BOOKMARKS_COMPAT in self.server_features
-        self._post(BookmarkPush(compat_store))
         if response is None:
             items: tuple[RawItem, ...] = ()
         else:
@@ -642,11 +638,37 @@ class Session:
                 self._remember(item.id_, item.registered_payload)
             items = tuple(raw_pep_item(i.id_, i.registered_payload) for i in response.payload.items)
         self._post(PepBookmarksLoaded(items))
+        info = await info_task
+        self.server_features = frozenset(info.features)
+        compat_store = NS_BOOKMARKS_COMPAT in self.server_features
+        self._post(BookmarkPush(compat_store))
         if not compat_store:
             # Without #compat the legacy store is separate (or the only one): read it too.
             legacy = await self._fetch_legacy()
             self._legacy_count = len(legacy)
             self._post(LegacyBookmarksLoaded(legacy))
+
+    async def _fresh_pep_items(self) -> Any:
+        """The XEP-0402 items (None: no node), as of a moment after every change pushed so far.
+
+        A list fetched while a change was being pushed may predate it, and taken as the
+        whole truth it would undo that change (a room left, and joined again at the next
+        push).  Its answer cannot be ordered against the pushes (aioxmpp hands a push over
+        at once and the answer a loop iteration later), so then the list is fetched again.
+        """
+        response = None
+        for _ in range(FETCH_AGAIN_MAX + 1):
+            pushed = self._pep_pushes
+            try:
+                response = await self._pubsub.get_items(self.own, NS_BOOKMARKS)
+            except aioxmpp.errors.XMPPCancelError as exc:
+                if exc.condition != aioxmpp.ErrorCondition.ITEM_NOT_FOUND:
+                    raise
+                response = None  # no XEP-0402 node: no XEP-0402 bookmarks
+            if self._pep_pushes == pushed:
+                break
+            log.debug("bookmarks changed while being fetched: fetching them again")
+        return response
 
     async def _fetch_legacy(self) -> tuple[RawItem, ...]:
         try:
