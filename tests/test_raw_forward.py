@@ -74,3 +74,50 @@ def test_raw_forward_reaches_other_sax_consumers_as_an_element():
     forwarded = handler.etree.getroot().find(f"{{{NS_FORWARD}}}forwarded")
     assert forwarded is not None
     assert forwarded.find("{jabber:client}message/{jabber:client}body").text == "a <b> & ünï"
+
+
+# -- the relay as Session.relay builds it --------------------------------------------------
+
+
+def built_relay(text: str) -> aioxmpp.Message:
+    """The relay Session.relay enqueues (to one client), captured instead of sent."""
+    from minimix.core import actions as A
+    from minimix.xmpp import session as S
+
+    account = S.Account(aioxmpp.JID.fromstr("me@example/minimix"), "pw")
+    session = S.Session(account, lambda event: None, reconnect_delay=lambda attempt: 1.0)
+    session.own = account.jid
+    sent: list[aioxmpp.Message] = []
+    session._enqueue = lambda stanza, on_state_change=None: sent.append(stanza)
+    session.relay(A.Relay("room@muc.example", (("phone", "relay-1"),), text, ORIGINAL, stamp=1801402800.0))
+    (message,) = sent
+    return message
+
+
+def test_a_relay_says_what_the_xso_built_relay_said():
+    """The same stanza as building it from XSOs (body, receipt request, carbons private,
+    no-copy, no-store, fallback for the forwarded original, the original)."""
+    from minimix.xmpp.xso import CarbonsPrivate, Fallback, NoCopy, NoStore
+
+    text = '[room] bob: a <b> & "c" \x07 ünï'
+    expected = aioxmpp.Message(
+        type_=aioxmpp.MessageType.CHAT, to=aioxmpp.JID.fromstr("me@example/phone"), id_="relay-1"
+    )
+    expected.body[None] = text.replace("\x07", "")  # not allowed in XML: dropped
+    expected.xep0184_request_receipt = True
+    expected.minimix_private = CarbonsPrivate()
+    expected.minimix_no_copy = NoCopy()
+    expected.minimix_no_store = NoStore()
+    expected.minimix_fallbacks.append(Fallback(NS_FORWARD))
+    expected.minimix_unknown.append(
+        lxml.etree.fromstring(
+            f"<forwarded xmlns='{NS_FORWARD}'><delay xmlns='urn:xmpp:delay' stamp='2027-01-31T13:40:00.000000Z'/>"
+            f"{ORIGINAL}</forwarded>"
+        )
+    )
+
+    def children(message):
+        root = lxml.etree.fromstring(on_the_wire(message))[0]
+        return root.attrib, sorted(canonical(lxml.etree.tostring(c)) for c in root)
+
+    assert children(built_relay(text)) == children(expected)
