@@ -78,7 +78,7 @@ INCLUSIVE = [
         r"^Session\._inbound_message ",
     ),
     (
-        "Session.relay (build the relay stanzas, lxml parse of the original, enqueue)",
+        "Session.relay (build the relay stanzas around the shared payload, enqueue)",
         r"^Session\.relay ",
     ),
     (
