@@ -97,7 +97,7 @@ def built_relay(text: str) -> aioxmpp.Message:
 def test_a_relay_says_what_the_xso_built_relay_said():
     """The same stanza as building it from XSOs (body, receipt request, carbons private,
     no-copy, no-store, fallback for the forwarded original, the original)."""
-    from minimix.xmpp.xso import CarbonsPrivate, Fallback, NoCopy, NoStore
+    from minimix.xmpp.xso import Fallback
 
     text = '[room] bob: a <b> & "c" \x07 ünï'
     expected = aioxmpp.Message(
@@ -105,9 +105,12 @@ def test_a_relay_says_what_the_xso_built_relay_said():
     )
     expected.body[None] = text.replace("\x07", "")  # not allowed in XML: dropped
     expected.xep0184_request_receipt = True
-    expected.minimix_private = CarbonsPrivate()
-    expected.minimix_no_copy = NoCopy()
-    expected.minimix_no_store = NoStore()
+    for hint in (
+        "<private xmlns='urn:xmpp:carbons:2'/>",
+        "<no-copy xmlns='urn:xmpp:hints'/>",
+        "<no-store xmlns='urn:xmpp:hints'/>",
+    ):
+        expected.minimix_unknown.append(lxml.etree.fromstring(hint))
     expected.minimix_fallbacks.append(Fallback(NS_FORWARD))
     expected.minimix_unknown.append(
         lxml.etree.fromstring(
@@ -121,3 +124,19 @@ def test_a_relay_says_what_the_xso_built_relay_said():
         return root.attrib, sorted(canonical(lxml.etree.tostring(c)) for c in root)
 
     assert children(built_relay(text)) == children(expected)
+
+
+def test_a_reply_to_a_client_is_private_unarchived_and_escaped():
+    from minimix.xmpp import session as S
+
+    account = S.Account(aioxmpp.JID.fromstr("me@example/minimix"), "pw")
+    session = S.Session(account, lambda event: None, reconnect_delay=lambda attempt: 1.0)
+    session.own = account.jid
+    sent: list[aioxmpp.Message] = []
+    session._enqueue = lambda stanza, on_state_change=None: sent.append(stanza)
+    session.reply("phone", "rooms: a<b & c\x00")
+    root = lxml.etree.fromstring(on_the_wire(sent[0]))[0]
+    assert root.get("to") == "me@example/phone" and root.get("type") == "chat"
+    assert root.findtext("{jabber:client}body") == "rooms: a<b & c"
+    for hint in ("{urn:xmpp:carbons:2}private", "{urn:xmpp:hints}no-copy", "{urn:xmpp:hints}no-store"):
+        assert root.find(hint) is not None, hint

@@ -63,15 +63,13 @@ from minimix.xmpp.xso import (
     NS_BOOKMARKS,
     NS_BOOKMARKS_COMPAT,
     NS_CAPS,
+    NS_CARBONS,
     NS_FALLBACK,
     NS_FORWARD,
     NS_HINTS,
     NS_MUC,
     NS_REPLY,
-    CarbonsPrivate,
     Conference,
-    NoCopy,
-    NoStore,
     Raw,
     Reply,
     node_config,
@@ -195,13 +193,14 @@ def room_message(
     )
 
 
-# What every relay says besides its body and the original: a receipt request (XEP-0184), no
-# carbon copies (XEP-0280 private + no-copy), not in the account's archive (XEP-0334), and
-# that the body is a fallback for the forwarded original (XEP-0428).
+# What every message to the user's clients says: no carbon copies to the others (XEP-0280
+# private + no-copy), not in the account's archive (XEP-0334).  A relay also asks for a
+# receipt (XEP-0184) and says its body is a fallback for the forwarded original (XEP-0428).
+PRIVATE_HINTS = (
+    f"<private xmlns='{NS_CARBONS}'/><no-copy xmlns='{NS_HINTS}'/><no-store xmlns='{NS_HINTS}'/>"
+)
 RELAY_HINTS = (
-    "<request xmlns='urn:xmpp:receipts'/><private xmlns='urn:xmpp:carbons:2'/>"
-    f"<no-copy xmlns='{NS_HINTS}'/><no-store xmlns='{NS_HINTS}'/>"
-    f"<fallback xmlns='{NS_FALLBACK}' for='{NS_FORWARD}'/>"
+    f"<request xmlns='urn:xmpp:receipts'/>{PRIVATE_HINTS}<fallback xmlns='{NS_FALLBACK}' for='{NS_FORWARD}'/>"
 )
 _NOT_XML_CHARS = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
@@ -926,10 +925,7 @@ class Session:
         """A message from the daemon to one of the user's clients (not carbon-copied to the
         others, not archived)."""
         message = aioxmpp.Message(type_=aioxmpp.MessageType.CHAT, to=self.own.replace(resource=resource))
-        message.body[None] = text
-        message.minimix_private = CarbonsPrivate()
-        message.minimix_no_copy = NoCopy()
-        message.minimix_no_store = NoStore()
+        message.minimix_raw.append(Raw(f"<body>{xml_text(text)}</body>{PRIVATE_HINTS}".encode()))
         self._enqueue(message)
 
     def send_to_room(self, action: A.SendToRoom) -> None:

@@ -95,20 +95,6 @@ NS_HINTS = "urn:xmpp:hints"
 NS_CARBONS = "urn:xmpp:carbons:2"
 
 
-class CarbonsPrivate(xso.XSO):
-    """XEP-0280 §6: no carbon copies of this message to the account's other clients."""
-
-    TAG = (NS_CARBONS, "private")
-
-
-class NoCopy(xso.XSO):
-    TAG = (NS_HINTS, "no-copy")
-
-
-class NoStore(xso.XSO):
-    TAG = (NS_HINTS, "no-store")
-
-
 class FallbackBody(xso.XSO):
     TAG = (NS_FALLBACK, "body")
     start = xso.Attr("start", type_=xso.Integer(), default=None)
@@ -139,9 +125,6 @@ class Reply(xso.XSO):
         self.to, self.id_ = to, id_
 
 
-aioxmpp.Message.minimix_private = xso.Child([CarbonsPrivate])
-aioxmpp.Message.minimix_no_copy = xso.Child([NoCopy])
-aioxmpp.Message.minimix_no_store = xso.Child([NoStore])
 aioxmpp.Message.minimix_fallbacks = xso.ChildList([Fallback])
 aioxmpp.Message.minimix_reply = xso.Child([Reply])
 aioxmpp.Message.minimix_forwarded = xso.Child([aioxmpp.misc.Forwarded])
