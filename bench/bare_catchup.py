@@ -76,13 +76,18 @@ async def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def connection_args(p: argparse.ArgumentParser) -> None:
+    """How a bare client logs in: the same account and server as the daemon."""
     p.add_argument("--jid", required=True, help="full JID (with resource)")
     p.add_argument("--password", required=True)
     p.add_argument("--host", required=True)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--ca-file", required=True)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    connection_args(p)
     p.add_argument("--cursors-file", required=True, help="ROOM AFTER_ID AFTER_STAMP per line")
     p.add_argument("--limit", type=int, default=500, help="messages per room at most (catchup_max)")
     return p.parse_args(argv)

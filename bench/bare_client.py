@@ -32,6 +32,8 @@ import aioxmpp.muc
 import aioxmpp.muc.xso
 import aioxmpp.security_layer
 
+from bare_catchup import connection_args  # same directory; imports nothing more
+
 
 def load_compat(patches: str):
     """minimix.xmpp.compat, with every patch applied ("all") or only the TLS hostname check
@@ -128,11 +130,7 @@ async def main(args: argparse.Namespace) -> int:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--jid", required=True, help="full JID (with resource)")
-    p.add_argument("--password", required=True)
-    p.add_argument("--host", required=True)
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--ca-file", required=True)
+    connection_args(p)
     p.add_argument("--rooms-file", required=True, help="one bare room JID per line")
     p.add_argument("--nick", required=True)
     p.add_argument("--concurrency", type=int, default=50)

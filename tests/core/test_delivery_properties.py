@@ -467,10 +467,8 @@ def stored(seq: int, room: str, body: str) -> Stored:
     return Stored(seq, room, "bob", False, 1000.0, body, None, f"[r] bob: {body}", f"<m{seq}/>")
 
 
-def test_a_nick_mention_owed_at_start_is_in_the_playback():
-    """At a start the clients' presences come before the bookmarks: the playback waits for
-    them (which rooms, which nick), then a nick mention owed to a mentions client is in it."""
-    room = ROOMS[0]
+def restarted_with_mention_client(room: str) -> Engine:
+    """An engine restored from the store: one room, the phone (mentions) owed message 2."""
     engine = Engine(default_nick=NICK, relay_globs={"phone": "mentions"}, rng=random.Random(1))
     engine.restore(
         next_seq=3,
@@ -478,6 +476,14 @@ def test_a_nick_mention_owed_at_start_is_in_the_playback():
         cursors={("phone", room): 1},
         offline_since={},
     )
+    return engine
+
+
+def test_a_nick_mention_owed_at_start_is_in_the_playback():
+    """At a start the clients' presences come before the bookmarks: the playback waits for
+    them (which rooms, which nick), then a nick mention owed to a mentions client is in it."""
+    room = ROOMS[0]
+    engine = restarted_with_mention_client(room)
     engine.handle(SessionEstablished(), 1000.0)
     early = engine.handle(ClientPresence("phone", True), 1000.0)
     assert not [a for a in early if isinstance(a, A.LoadPlayback)]  # not before the bookmarks
@@ -494,13 +500,7 @@ def test_a_nick_mention_owed_at_start_is_in_the_playback():
 def test_a_keyword_mention_owed_at_start_is_in_the_playback():
     """The same with a keyword (the client's settings are restored before the session)."""
     room = ROOMS[0]
-    engine = Engine(default_nick=NICK, relay_globs={"phone": "mentions"}, rng=random.Random(1))
-    engine.restore(
-        next_seq=3,
-        rooms={room: ("sid-1", 999.0, True)},
-        cursors={("phone", room): 1},
-        offline_since={},
-    )
+    engine = restarted_with_mention_client(room)
     engine.clients.settings["phone"] = engine.clients.settings_of("phone").with_keyword(
         KEYWORD, True
     )
