@@ -96,9 +96,10 @@ class Clients:
     playback_max: int = 200
     next_seq: int = 1  # the next message's place in the log
     # The last archive id seen, with its time; (None, time) where there is no id to go by:
-    # an archive that was empty at our first join, or a room without an archive.
+    # a first join not yet looked at, an archive that was empty then, a room without one.
     room_cursor: dict[str, tuple[str | None, float]] = field(default_factory=dict)
     room_mam: dict[str, bool] = field(default_factory=dict)
+    provisional: dict[str, tuple[None, float]] = field(default_factory=dict)  # first joins' cursors
     catching_up: dict[str, list[RoomMessage]] = field(default_factory=dict)  # live, held back
     cursors: dict[tuple[str, str], int] = field(default_factory=dict)  # (client, room) → seq delivered
     offline_since: dict[str, int] = field(default_factory=dict)  # client → last seq before it left
@@ -192,15 +193,23 @@ class Clients:
 
     # -- catch-up (the room's archive) ------------------------------------------------------
 
-    def room_joined(self, room: str) -> list[A.Action]:
+    def room_joined(self, room: str, now: float) -> list[A.Action]:
         """Joined (again): fetch from the room's archive what came after our cursor, and hold
-        live messages back until then, so everything arrives in order and once."""
-        if self.room_mam.get(room) is False:
-            return []  # no archive: the join asked for the history since our cursor instead
+        live messages back until then, so everything arrives in order and once.
+
+        A first join has nothing to catch up, but gets a cursor at once: from now (a time
+        cursor), until its first look at the archive says where the archive ends.  Stopped
+        before that look, the next start still catches up from here."""
         cursor = self.room_cursor.get(room)
+        actions: list[A.Action] = []
+        if cursor is None:
+            self.room_cursor[room] = self.provisional[room] = (None, now)
+            actions.append(A.SaveRoom(room, cursor=(None, now)))
+        if self.room_mam.get(room) is False:
+            return actions  # no archive: the join asked for the history since our cursor instead
         if cursor is not None:  # a first join has nothing to catch up: nothing to hold back
             self.catching_up[room] = []
-        return [A.CatchUp(room, cursor, self.catchup_max)]
+        return [*actions, A.CatchUp(room, cursor, self.catchup_max)]
 
     def known(self, room: str, keys: tuple[str, ...]) -> list[A.Action]:
         for key in keys:
@@ -218,12 +227,18 @@ class Clients:
         if ev.mam is not None and self.room_mam.get(ev.room) is not ev.mam:
             self.room_mam[ev.room] = ev.mam
             actions.append(A.SaveRoom(ev.room, mam=ev.mam))
-        if ev.room not in self.room_cursor and ev.error is None and not ev.messages:
-            # A first join: start from the archive's newest message; from now, if it is
-            # empty or the room keeps none (then the join's history is asked from then on).
-            cursor = ev.head if ev.head is not None else (None, now)
-            self.room_cursor[ev.room] = cursor
-            actions.append(A.SaveRoom(ev.room, cursor=cursor))
+        provisional = self.provisional.pop(ev.room, None)
+        if (
+            provisional is not None
+            and self.room_cursor.get(ev.room) == provisional  # no live message since
+            and ev.head is not None
+            and ev.error is None
+            and not ev.messages
+        ):
+            # A first join's look: start from the archive's newest message (an exact id);
+            # an empty archive, or none, keeps the time cursor of the join.
+            self.room_cursor[ev.room] = ev.head
+            actions.append(A.SaveRoom(ev.room, cursor=ev.head))
         for msg in ev.messages:
             actions += self._take(msg, now)
         if ev.more:

@@ -100,7 +100,7 @@ class Engine:
         actions = self._handle(event, now)
         while self.rooms.just_joined:  # joined (again): catch up from the room's archive
             room = self.rooms.just_joined.pop(0)
-            for action in self.clients.room_joined(room):
+            for action in self.clients.room_joined(room, now):
                 if isinstance(action, A.CatchUp) and action.after is None:
                     self._first_looks[room] = action
                 else:
