@@ -80,12 +80,16 @@ def saved_cursors(actions: list[A.Action]) -> dict[str, object]:
 
 def test_a_first_join_gets_a_time_cursor_at_once():
     """Stopped before the first look at the archive, the next start still catches up from the
-    join (by time) instead of treating the room as new and missing what came meanwhile."""
+    join (by time) instead of treating the room as new and missing what came meanwhile.  The
+    cursor is in memory at once; it is saved with the looks, once no room is joining."""
     e = engine(join_concurrency=5)
     start(e)
     actions = e.handle(SelfAvailable(ROOMS[0], "alice", frozenset({110})), 7.0)
-    assert saved_cursors(actions) == {ROOMS[0]: (None, 7.0)}
     assert e.clients.room_cursor[ROOMS[0]] == (None, 7.0)
+    assert saved_cursors(actions) == {}  # the other rooms are still joining
+    for n, room in enumerate(ROOMS[1:], start=1):
+        actions = e.handle(SelfAvailable(room, "alice", frozenset({110})), 7.0 + n)
+    assert saved_cursors(actions) == {room: (None, 7.0 + n) for n, room in enumerate(ROOMS)}
 
 
 def test_the_first_look_turns_the_time_cursor_into_the_archive_id():

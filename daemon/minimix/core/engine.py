@@ -92,22 +92,28 @@ class Engine:
             self, rng, dict(relay_globs or {}), offline_status, catchup_max=catchup_max, playback_max=playback_max
         )
         self.stopping = False
-        # First joins' look at the archive (where it ends), held while rooms are joining:
-        # joins go first, and a start with many new rooms does not compete with them.
-        self._first_looks: dict[str, A.CatchUp] = {}
+        # First joins' look at the archive (where it ends) and the saving of their cursor,
+        # held while rooms are joining: joins go first, and a start with many new rooms
+        # does not compete with them (the cursors are in memory at once).
+        self._first_looks: dict[str, list[A.Action]] = {}
 
     def handle(self, event: AccountEvent | RoomEvent, now: float) -> list[A.Action]:
         actions = self._handle(event, now)
         while self.rooms.just_joined:  # joined (again): catch up from the room's archive
             room = self.rooms.just_joined.pop(0)
-            for action in self.clients.room_joined(room, now):
-                if isinstance(action, A.CatchUp) and action.after is None:
-                    self._first_looks[room] = action
-                else:
-                    actions.append(action)
+            joined = self.clients.room_joined(room, now)
+            if any(isinstance(a, A.CatchUp) and a.after is None for a in joined):
+                self._first_looks[room] = joined  # a first join: its cursor and its look
+            else:
+                actions += joined
         if self._first_looks and not self.rooms.count(RoomState.JOINING):
             looks, self._first_looks = self._first_looks, {}
-            actions += [a for room, a in looks.items() if self._joined(room)]
+            actions += [
+                a
+                for room, held in looks.items()
+                for a in held
+                if not isinstance(a, A.CatchUp) or self._joined(room)  # cursors saved anyway
+            ]
         return actions
 
     def _joined(self, room: str) -> bool:
