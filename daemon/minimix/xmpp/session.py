@@ -69,8 +69,8 @@ from minimix.xmpp.xso import (
     NS_HINTS,
     NS_MUC,
     NS_REPLY,
+    ClientMessage,
     Conference,
-    Raw,
     Reply,
     node_config,
     publish_options,
@@ -859,24 +859,21 @@ class Session:
         keeps its own log for playback instead.  Each asks for a receipt (XEP-0184).
 
         The payload (all but the message's own attributes) is the same for every client: it
-        is written once, as text (xso.Raw), and not built and serialised per relay by
-        aioxmpp's XSO machinery, which cost most of the daemon's CPU per relayed message.
+        is written once, as text, and each relay is a ClientMessage written as text: not built,
+        validated and serialised per relay by aioxmpp's XSO machinery, which cost most of the
+        daemon's CPU per relayed message.
         """
         if not isinstance(action.ref, str):
             return
-        payload = Raw(
-            (
-                f"<body>{xml_text(action.text)}</body>{RELAY_HINTS}"
-                f"<forwarded xmlns='{NS_FORWARD}'><delay xmlns='urn:xmpp:delay' stamp='{dt_stamp(action.stamp)}'/>"
-                f"{action.ref}</forwarded>"
-            ).encode()
-        )
+        payload = (
+            f"<body>{xml_text(action.text)}</body>{RELAY_HINTS}"
+            f"<forwarded xmlns='{NS_FORWARD}'><delay xmlns='urn:xmpp:delay' stamp='{dt_stamp(action.stamp)}'/>"
+            f"{action.ref}</forwarded>"
+        ).encode()
         tracked = action.seq is not None
+        account = str(self.own.bare())
         for resource, relay_id in action.deliveries:
-            message = aioxmpp.Message(
-                type_=aioxmpp.MessageType.CHAT, to=self.own.replace(resource=resource), id_=relay_id
-            )
-            message.minimix_raw.append(payload)
+            message = ClientMessage(f"{account}/{resource}", payload, relay_id)
             self._enqueue(message, self._delivery_tracker(relay_id) if tracked else None)
 
     def next_sm_positions(self, count: int) -> tuple[str | None, list[int | None], int | None]:
@@ -924,8 +921,8 @@ class Session:
     def reply(self, resource: str, text: str) -> None:
         """A message from the daemon to one of the user's clients (not carbon-copied to the
         others, not archived)."""
-        message = aioxmpp.Message(type_=aioxmpp.MessageType.CHAT, to=self.own.replace(resource=resource))
-        message.minimix_raw.append(Raw(f"<body>{xml_text(text)}</body>{PRIVATE_HINTS}".encode()))
+        payload = f"<body>{xml_text(text)}</body>{PRIVATE_HINTS}".encode()
+        message = ClientMessage(f"{self.own.bare()}/{resource}", payload)
         self._enqueue(message)
 
     def send_to_room(self, action: A.SendToRoom) -> None:
