@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 import minimix.xmpp  # noqa: F401  (applies the patches)
+import minimix.xmpp.mam  # noqa: F401  (Message.xep0313_result)
 from minimix.xmpp import compat
 
 
@@ -348,3 +349,91 @@ def test_other_unretrieved_future_exceptions_stay_errors():
     )
     assert compat._Demote().filter(record)
     assert record.levelno == logging.ERROR
+
+
+# -- 11. the text a message arrived as ------------------------------------------------------------
+
+STREAM_HEADER = (
+    b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+    b"xmlns:stream='http://etherx.jabber.org/streams' from='example.org' id='s1' version='1.0'>\n"
+)
+LIVE = (
+    b"<message from='room@muc.example.org/bob' type='groupchat' id='m1'>"
+    b"<body>a &lt;b&gt; &amp; \xc3\xbc</body><reactions xmlns='urn:xmpp:reactions:0' id='x'/></message>"
+)
+EMPTY = b"<message from='room@muc.example.org/al' type='groupchat' id='m2'/>"
+DECLARED = b"<message xmlns='jabber:client' from='room@muc.example.org/al' type='groupchat' id='m3'><body>x</body></message>"
+INNER = b"<message xmlns='jabber:client' from='room@muc.example.org/bob' type='groupchat' id='m4'><body>old</body></message>"
+ARCHIVED = (
+    b"<message to='me@example.org/x' from='room@muc.example.org'><result xmlns='urn:xmpp:mam:2' queryid='q' id='A1'>"
+    b"<forwarded xmlns='urn:xmpp:forward:0'><delay xmlns='urn:xmpp:delay' stamp='2026-01-01T00:00:00Z'/>"
+    + INNER
+    + b"</forwarded></result></message>"
+)
+
+
+def fed(chunks) -> tuple[list[aioxmpp.Message], aioxmpp.protocol.XMLStream]:
+    """Messages parsed by a real XMLStream fed ``chunks``, as a server's bytes arrive."""
+
+    async def feed():
+        future = asyncio.get_running_loop().create_future()
+        xs = aioxmpp.protocol.XMLStream(to=aioxmpp.JID.fromstr("example.org"), features_future=future)
+        got: list[aioxmpp.Message] = []
+        xs.stanza_parser.add_class(aioxmpp.Message, got.append)
+        xs.connection_made(mock.Mock())
+        for chunk in chunks:
+            xs.data_received(chunk)
+        return got, xs
+
+    return asyncio.run(feed())
+
+
+def split(data: bytes, seed: int) -> list[bytes]:
+    import random
+
+    rng, out, i = random.Random(seed), [], 0
+    while i < len(data):
+        n = rng.randint(1, 40)
+        out.append(data[i : i + n])
+        i += n
+    return out
+
+
+def with_xmlns(raw: bytes) -> str:
+    return raw.decode().replace("<message ", "<message xmlns='jabber:client' ", 1)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_messages_keep_the_text_they_arrived_as(seed):
+    data = STREAM_HEADER + LIVE + b" " + EMPTY + DECLARED + ARCHIVED
+    (live, empty, declared, archived), xs = fed(split(data, seed))
+    assert compat.raw_message(live) == with_xmlns(LIVE)  # byte for byte, escapes and all
+    assert compat.raw_message(empty) is None  # nothing to forward: serialised if ever asked
+    assert compat.raw_message(declared) == DECLARED.decode()  # not declared twice
+    inner = archived.xep0313_result.forwarded.stanza
+    sid = "<stanza-id xmlns='urn:xmpp:sid:0' by='room@muc.example.org' id='A1'/>"
+    assert compat.raw_message(inner, sid) == INNER.decode().replace("</message>", sid + "</message>")
+    assert len(xs._minimix_rx.data) < 20  # nothing held once the stanzas are complete
+
+
+def test_stock_messages_keep_no_text(monkeypatch):
+    """Without the patch a message is only its XSO: the text must be serialised again (the
+    cost the patch removes), and it is not what arrived."""
+    monkeypatch.setattr(aioxmpp.protocol.XMLStream, "_rx_feed", compat._orig_rx_feed)
+    (live,), _ = fed([STREAM_HEADER + LIVE])
+    assert compat.raw_message(live) is None
+    assert aioxmpp.xml.serialize_single_xso(live).encode() != with_xmlns(LIVE).encode()
+
+
+def test_text_that_is_not_a_plain_message_is_not_used():
+    """Kept text is checked before it is forwarded: it must be a well-formed jabber:client
+    message with the parsed one's id, else the daemon serialises the XSO instead."""
+    prefixed = b"<c:message xmlns:c='jabber:client' from='room@muc.example.org/x' type='groupchat' id='p'><c:body>y</c:body></c:message>"
+    (message,), _ = fed([STREAM_HEADER + prefixed])
+    assert compat.raw_message(message) is None
+    (other,), _ = fed([STREAM_HEADER + LIVE])
+    raw, end = compat._raw_texts[other]
+    compat._raw_texts[other] = (raw.replace(b"id='m1'", b"id='zz'"), end)
+    assert compat.raw_message(other) is None
+    compat._raw_texts[other] = (raw, end)
+    assert compat.raw_message(other, "<unclosed>") is None

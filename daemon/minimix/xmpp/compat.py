@@ -13,6 +13,7 @@ import contextlib
 import functools
 import logging
 import socket
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +32,7 @@ import aioxmpp.stream
 import aioxmpp.structs
 import aioxmpp.xso
 import dns.resolver
+import lxml.etree
 import OpenSSL.SSL
 from cryptography import x509 as cx509
 
@@ -402,6 +404,118 @@ def _tolerant_sm_failed() -> None:
     aioxmpp.nonza.SMFailed.condition.xq_descriptor.default = None
 
 
+# -- 11. the text a message arrived as -----------------------------------------------------------
+# Cost: aioxmpp keeps nothing of a stanza's text once it is parsed, and a relay forwards the
+# original room message whole (and the log keeps it for playback).  Serialising the parsed
+# Message back walks every descriptor the loaded modules put on Message (two dozen): 15 % of
+# the daemon's CPU per relayed message, more per caught-up one (profiled; bench/README).
+# The expat parser's byte index (CurrentByteIndex) says where each <message/> element starts
+# and where its end tag is in what was fed: the text between is kept for the parsed Message
+# (weakly: it goes with the object) and, when asked for (raw_message), checked to be a
+# well-formed jabber:client message with the same id before it is used.  Nested messages
+# (MAM results: <result><forwarded><message/>) are kept the same way.
+
+RAW_KEEP_MAX = 4 * 1024 * 1024  # bytes held for one unfinished stanza at most
+_raw_texts: weakref.WeakKeyDictionary[Any, tuple[bytes, int]] = weakref.WeakKeyDictionary()
+_orig_rx_feed = aioxmpp.protocol.XMLStream._rx_feed
+_orig_parse_events = aioxmpp.xso.model.XMLStreamClass.parse_events
+
+
+class _Received:
+    """The bytes fed to one parser that an unfinished <message/> may still need."""
+
+    __slots__ = ("parser", "data", "base", "starts")
+
+    def __init__(self, parser: Any) -> None:
+        self.parser = parser  # xml.sax ExpatParser; its pyexpat parser counts bytes from 0
+        self.data = bytearray()
+        self.base = 0  # the parser's byte index of data[0]
+        self.starts: list[int] = []  # byte indexes of the <message> start tags still open
+
+    def index(self) -> int:
+        return self.parser._parser.CurrentByteIndex
+
+    def trim(self) -> None:
+        if len(self.data) > RAW_KEEP_MAX:  # a huge stanza: not worth keeping (serialised instead)
+            self.starts.clear()
+        if self.starts:
+            keep = self.starts[0]
+        else:  # from the last markup on: expat reports a start tag once it has all of it
+            last = self.data.rfind(b"<")
+            keep = self.base + (last if last >= 0 else len(self.data))
+        if keep > self.base:
+            del self.data[: keep - self.base]
+            self.base = keep
+
+    def keep(self, obj: Any, start: int, end: int) -> None:
+        if end <= start:  # <message/>: an empty element, nothing to forward
+            return
+        s, e = start - self.base, end - self.base
+        if s < 0 or e >= len(self.data) or self.data[e : e + 2] != b"</":
+            return
+        close = self.data.find(b">", e)
+        if close > 0:
+            _raw_texts[obj] = (bytes(self.data[s : close + 1]), e - s)
+
+
+_feeding: _Received | None = None  # what is being parsed now (parsing is synchronous)
+
+
+def _rx_feed(self: Any, blob: bytes) -> None:
+    global _feeding
+    parser = self._parser
+    rx = getattr(self, "_minimix_rx", None)
+    if parser is None:
+        return _orig_rx_feed(self, blob)
+    if rx is None or rx.parser is not parser:  # a new stream (STARTTLS, SASL): a new count
+        rx = self._minimix_rx = _Received(parser)
+    rx.data += blob
+    _feeding = rx
+    try:
+        _orig_rx_feed(self, blob)
+    finally:
+        _feeding = None
+        rx.trim()
+
+
+def _message_parse_events(cls: Any, ev_args: Any, parent_ctx: Any) -> Any:
+    rx = _feeding
+    if rx is None:  # not from a stream (a test, a tree): nothing to keep
+        return (yield from _orig_parse_events(cls, ev_args, parent_ctx))
+    start = rx.index()
+    rx.starts.append(start)
+    try:
+        obj = yield from _orig_parse_events(cls, ev_args, parent_ctx)
+        end = rx.index()
+    finally:
+        if start in rx.starts:
+            rx.starts.remove(start)
+    rx.keep(obj, start, end)
+    return obj
+
+
+def raw_message(message: Any, insert: str = "") -> str | None:
+    """The text ``message`` arrived as (``insert`` added before its end tag), declaring
+    jabber:client; None when it was not kept or is not fit to forward as it is."""
+    kept = _raw_texts.get(message)
+    if kept is None:
+        return None
+    raw, end = kept
+    if insert:
+        raw = raw[:end] + insert.encode() + raw[end:]
+    if not raw.startswith(b"<message") or raw[8:9] not in (b" ", b"\t", b"\r", b"\n", b">"):
+        return None  # a prefixed <x:message>: left to the serialiser
+    for candidate in (b"<message xmlns='jabber:client'" + raw[8:], raw):  # one declares it already
+        try:
+            root = lxml.etree.fromstring(candidate)
+        except lxml.etree.XMLSyntaxError:
+            continue
+        if root.tag == "{jabber:client}message" and root.get("id") == message.id_:
+            return candidate.decode()
+        return None
+    return None
+
+
 # -- applying ---------------------------------------------------------------------------------
 
 
@@ -422,6 +536,8 @@ def apply() -> None:
     aioxmpp.protocol.XMLStream.data_received = _data_received
     aioxmpp.stream.StanzaStream._process_outgoing = _process_outgoing
     _tolerant_sm_failed()
+    aioxmpp.protocol.XMLStream._rx_feed = _rx_feed
+    aioxmpp.Message.parse_events = classmethod(_message_parse_events)
     _applied = True
 
 
@@ -452,6 +568,7 @@ __all__ = [
     "MinimixClient",
     "apply",
     "check_x509_hostname",
+    "raw_message",
     "security_layer",
     "set_nodelay",
 ]

@@ -17,6 +17,7 @@ import xml.sax.saxutils
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+from xml.sax.saxutils import quoteattr
 
 import aioxmpp
 import aioxmpp.bookmarks.xso as legacy_xso
@@ -172,12 +173,28 @@ def room_message(
     *,
     private: bool = False,
     stamp: float | None = None,
-    archived: bool = False,
+    archive_id: str | None = None,
 ) -> RoomMessage:
-    """The event for a room's message; ``ref`` is the stanza serialised once, as it is
-    logged and forwarded (only for messages with something to relay)."""
+    """The event for a room's message; ``ref`` is the stanza as text, as it is logged and
+    forwarded (only for messages with something to relay): the text it arrived as where
+    compat kept it, else serialised.
+
+    ``archive_id``: a message from the room's archive (MAM gives the id on <result/>; a
+    relay carries it on the message itself, as <stanza-id/>, unless the room put one there).
+    """
     origin = message.xep0359_origin_id
     stanza_id = next((s.id_ for s in message.xep0359_stanza_ids if s.by is not None and str(s.by) == room), None)
+    insert = ""
+    if archive_id is not None and stanza_id is None:
+        stanza_id = archive_id
+        insert = f"<stanza-id xmlns='urn:xmpp:sid:0' by={quoteattr(room)} id={quoteattr(archive_id)}/>"
+    ref = None
+    if body is not None or subject is not None:
+        ref = compat.raw_message(message, insert)
+        if ref is None:
+            if insert:
+                mam.add_stanza_id(message, aioxmpp.JID.fromstr(room), stanza_id)
+            ref = aioxmpp.xml.serialize_single_xso(message)
     return RoomMessage(
         room,
         message.from_.resource if message.from_ is not None else None,
@@ -187,9 +204,9 @@ def room_message(
         stanza_id=stanza_id,
         origin_id=origin.id_ if origin is not None else None,
         message_id=message.id_,
-        ref=aioxmpp.xml.serialize_single_xso(message) if body is not None or subject is not None else None,
+        ref=ref,
         stamp=stamp,
-        archived=archived,
+        archived=archive_id is not None,
     )
 
 
@@ -981,12 +998,13 @@ class Session:
             messages = []
             for archived in found:
                 message = archived.message
-                mam.add_stanza_id(message, jid, archived.id_)
                 body = message.body.any() if message.body else None
                 subject = message.subject.any() if message.subject else None
                 if message.type_ != aioxmpp.MessageType.GROUPCHAT or message.from_ is None:
                     continue
-                messages.append(room_message(room, message, body, subject, stamp=archived.stamp, archived=True))
+                messages.append(
+                    room_message(room, message, body, subject, stamp=archived.stamp, archive_id=archived.id_)
+                )
             self._post(CatchUpDone(room, tuple(messages), more, mam=True))
 
         self._spawn(run(), f"catch up {room}")
