@@ -349,6 +349,28 @@ class RelayBench:
         text = profile_pid(self.daemon.pid, burst, outdir / "profile-relay-daemon", head)
         for o in self.observers:
             o.untap(run_id)
+
+        # and one message at a time to one client, as in the latency runs (where the time
+        # of one relay goes, rather than the CPU of many)
+        a = self.args
+        o1 = self.observers[0]
+        for o in self.observers[1:]:
+            self.set_mode(o, "off")
+        self._quiet()
+        run_id = "lat-relay-profile"
+        tap = o1.tap(run_id, "relay", self.full_jid)
+        window = CpuWindow(self._pids())
+
+        def one_at_a_time():
+            on_loop(
+                sequential(self.sender, self.room_r, tap, a.latency_messages, 0, a.latency_gap_ms / 1000,
+                           a.latency_timeout, window),
+                a.latency_timeout * a.latency_messages + 30,
+            )
+
+        head = f"daemon relaying {a.latency_messages} messages one at a time to 1 client (py-spy, unmeasured run)"
+        text += "\n\n" + profile_pid(self.daemon.pid, one_at_a_time, outdir / "profile-relay-latency-daemon", head)
+        o1.untap(run_id)
         return text
 
     # -- report ------------------------------------------------------------------------------

@@ -437,3 +437,62 @@ def test_text_that_is_not_a_plain_message_is_not_used():
     assert compat.raw_message(other) is None
     compat._raw_texts[other] = (raw, end)
     assert compat.raw_message(other, "<unclosed>") is None
+
+
+# -- 12. every write waits for the next turn of the loop --------------------------------------------
+
+
+def open_tls_transport(sent_limit: int | None = None):
+    """A STARTTLSTransport with TLS up, its socket and loop mocked."""
+    import aioopenssl
+
+    t = aioopenssl.STARTTLSTransport.__new__(aioopenssl.STARTTLSTransport)
+    t._buffer = bytearray()
+    t._state = aioopenssl._State.TLS_OPEN
+    t._closing = False
+    t._tls_read_wants_write = t._tls_write_wants_read = False
+    t._raw_fd = 7
+    t._loop = mock.Mock()
+    t._send_wrap = mock.Mock()
+    t._send_wrap.send.side_effect = lambda buf: len(buf) if sent_limit is None else min(sent_limit, len(buf))
+    return t
+
+
+def test_a_write_goes_out_at_once():
+    t = open_tls_transport()
+    t.write(b"<message/>")
+    t._send_wrap.send.assert_called_once()
+    assert t._buffer == b"" and not t._loop.add_writer.called
+
+
+def test_what_the_socket_does_not_take_waits_for_the_writer():
+    t = open_tls_transport(sent_limit=3)
+    t.write(b"<message/>")
+    assert t._buffer == b"ssage/>"
+    t._loop.add_writer.assert_called_once_with(7, t._write_ready)
+    t.write(b"<r/>")  # queued behind it, in order
+    assert t._buffer == b"ssage/><r/>" and t._send_wrap.send.call_count == 1
+
+
+def test_stock_write_waits_for_the_next_turn(monkeypatch):
+    import aioopenssl
+
+    monkeypatch.setattr(aioopenssl.STARTTLSTransport, "write", compat._orig_tls_write)
+    t = open_tls_transport()
+    t.write(b"<message/>")
+    assert not t._send_wrap.send.called and t._buffer == b"<message/>"
+    t._loop.add_writer.assert_called_once()
+
+
+def test_a_reset_during_the_tls_close_is_not_an_error():
+    """A server that resets the connection while minimix closes it (after a refused login,
+    once writes go out at once): asyncio's traceback goes to DEBUG."""
+    import OpenSSL.SSL
+
+    exc = OpenSSL.SSL.SysCallError(104, "ECONNRESET")
+    record = logging.LogRecord(
+        "asyncio", logging.ERROR, __file__, 1, "Fatal error on tls shutdown\nprotocol: %r", ("<p>",),
+        (type(exc), exc, None),
+    )
+    compat._Demote().filter(record)
+    assert record.levelno == logging.DEBUG

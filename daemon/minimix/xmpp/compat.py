@@ -17,6 +17,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+import aioopenssl
 import aiosasl
 import aioxmpp
 import aioxmpp.bookmarks.xso
@@ -117,10 +118,11 @@ class _NoRawDumps(logging.Filter):
 
 # A certificate that fails verification adds two asyncio tracebacks ("Fatal error on tls
 # handshake", "Exception in callback …" from aioopenssl), and a refused login aioxmpp's "main
-# failed" traceback: minimix's own line says what happened.
+# failed" traceback: minimix's own line says what happened.  A server that resets the
+# connection while we close it (after a refused login) adds "Fatal error on tls shutdown".
 
 _DEMOTED = ("connection failed: ", "failed to resume stream")
-_TLS_NOISE = ("Fatal read error", "Fatal error on tls handshake", "Exception in callback")
+_TLS_NOISE = ("Fatal read error", "Fatal error on tls handshake", "Fatal error on tls shutdown", "Exception in callback")
 
 
 class _Demote(logging.Filter):
@@ -516,6 +518,39 @@ def raw_message(message: Any, insert: str = "") -> str | None:
     return None
 
 
+# -- 12. every write waits for the next turn of the loop -------------------------------------------
+# Defect (latency): aioopenssl's STARTTLSTransport.write() only buffers and registers a
+# writer; the bytes go out on the loop's next turn, after select() says the socket is
+# writable (it always is), at the cost of a loop turn and two epoll_ctl calls per write.
+# asyncio's own transports try the socket at once.  So do we, once TLS is up: what the
+# socket takes goes now; the rest, and every error, is left to aioopenssl's _write_ready
+# exactly as before (SendWrap wants the same buffer object on a retry: the transport's).
+
+_orig_tls_write = aioopenssl.STARTTLSTransport.write
+
+
+def _tls_write(self: Any, data: Any) -> None:
+    if (
+        self._buffer
+        or self._state is not aioopenssl._State.TLS_OPEN
+        or self._closing
+        or self._tls_read_wants_write
+        or self._tls_write_wants_read
+        or not isinstance(data, (bytes, bytearray, memoryview))
+        or not data
+    ):
+        return _orig_tls_write(self, data)
+    self._buffer.extend(data)
+    try:
+        sent = self._send_wrap.send(self._buffer)
+    except Exception:  # noqa: BLE001 - _write_ready meets it again and handles it as it does
+        sent = 0
+    if sent:
+        del self._buffer[:sent]
+    if self._buffer:
+        self._loop.add_writer(self._raw_fd, self._write_ready)
+
+
 # -- applying ---------------------------------------------------------------------------------
 
 
@@ -538,6 +573,7 @@ def apply() -> None:
     _tolerant_sm_failed()
     aioxmpp.protocol.XMLStream._rx_feed = _rx_feed
     aioxmpp.Message.parse_events = classmethod(_message_parse_events)
+    aioopenssl.STARTTLSTransport.write = _tls_write
     _applied = True
 
 
