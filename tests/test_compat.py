@@ -232,11 +232,16 @@ def test_jid_preparation_is_memoised():
     for name in compat.PREP_FUNCTIONS:
         assert hasattr(getattr(aioxmpp.structs, name), "cache_info"), name
     aioxmpp.structs.resourceprep.cache_clear()
+    compat.jid_from_string.cache_clear()
     for _ in range(3):
         jid = aioxmpp.JID.fromstr("Room@Conference.Example.org/Ünïcode Nick")
+    assert aioxmpp.JID.fromstr("Room@Conference.Example.org/Ünïcode Nick", strict=False) == jid
     info = aioxmpp.structs.resourceprep.cache_info()
-    assert (info.misses, info.hits) == (1, 2)
+    assert (info.misses, info.hits) == (2, 0)  # once per strictness: the JID is reused after
+    info = compat.jid_from_string.cache_info()
+    assert (info.misses, info.hits) == (2, 2)
     assert jid == aioxmpp.JID("room", "conference.example.org", "Ünïcode Nick")
+    assert aioxmpp.JID.fromstr("a@b/c") is aioxmpp.JID.fromstr("a@b/c")
     with pytest.raises(ValueError):  # errors are still errors (and not cached as results)
         aioxmpp.JID.fromstr("a@b/\u0000")
 
@@ -496,3 +501,51 @@ def test_a_reset_during_the_tls_close_is_not_an_error():
     )
     compat._Demote().filter(record)
     assert record.levelno == logging.DEBUG
+
+
+def test_stanzas_sent_in_one_go_are_written_together():
+    t = open_tls_transport()
+    with compat.corked(t):
+        t.write(b"<message id='1'/>")
+        t.write(b"<message id='2'/>")
+        t.write(b"<r xmlns='urn:xmpp:sm:3'/>")
+        assert not t._send_wrap.send.called
+    t._send_wrap.send.assert_called_once()
+    assert t._buffer == b"" and not t._loop.add_writer.called
+
+
+# -- 13. one turn of the stanza loop per received stanza ----------------------------------------
+
+
+def test_received_stanzas_are_taken_together_in_order():
+    stream = mock.Mock()
+    stream._incoming_queue = asyncio.Queue()
+    for i in range(2, 5):
+        stream._incoming_queue.put_nowait((f"s{i}", None))
+    seen = []
+    with mock.patch.object(compat, "_orig_process_incoming", lambda self, xs, entry: seen.append(entry[0])):
+        compat._process_incoming(stream, None, ("s1", None))
+    assert seen == ["s1", "s2", "s3", "s4"] and stream._incoming_queue.empty()
+
+
+def test_received_stanzas_are_taken_at_most_a_batch_at_a_time():
+    stream = mock.Mock()
+    stream._incoming_queue = asyncio.Queue()
+    for i in range(compat.INCOMING_BATCH + 5):
+        stream._incoming_queue.put_nowait((i, None))
+    seen = []
+    with mock.patch.object(compat, "_orig_process_incoming", lambda self, xs, entry: seen.append(entry[0])):
+        compat._process_incoming(stream, None, stream._incoming_queue.get_nowait())
+    assert seen == list(range(compat.INCOMING_BATCH)) and stream._incoming_queue.qsize() == 5
+
+
+def test_stock_stanza_loop_takes_one_received_stanza_per_turn():
+    import aioxmpp.stream
+
+    stream = mock.Mock()
+    stream._sm_enabled = False
+    stream._incoming_queue = asyncio.Queue()
+    stream._incoming_queue.put_nowait(("s2", None))
+    compat._orig_process_incoming(stream, None, (aioxmpp.Message(type_=aioxmpp.MessageType.CHAT), None))
+    assert stream._incoming_queue.qsize() == 1  # left for the next turn
+    assert aioxmpp.stream.StanzaStream._process_incoming is compat._process_incoming

@@ -57,3 +57,38 @@ def test_grouped_writes_commit_once_and_each_call_stays_all_or_nothing(tmp_path)
         raise ValueError("the whole group fails")
     assert "r4@muc.example" not in {row[0] for row in other.execute("SELECT room FROM room_state")}
     store.close()
+
+
+def test_relays_in_flight_settle_into_cursors(tmp_path):
+    """Sent: in flight, and a client's first relay in a room starts its cursor just before it.
+    Delivered: the cursor moves to the highest of them (never back) and they leave the table;
+    lost: they only leave it.  Delivered ids may come in any order, in any number."""
+    store = Store(tmp_path / "s.sqlite3")
+    rows = [(f"r{seq}-{c}", c, "a@muc", seq, "sm", seq) for seq in range(10, 1010) for c in ("phone", "laptop")]
+    store.relays_sent(rows, ("sm", 5))
+    assert store.cursors() == {("phone", "a@muc"): 9, ("laptop", "a@muc"): 9}
+    store.relays_delivered([f"r{seq}-phone" for seq in reversed(range(10, 1005))] + ["unknown", "r20-phone"])
+    store.relays_lost(["r1009-laptop"])
+    assert store.cursors() == {("phone", "a@muc"): 1004, ("laptop", "a@muc"): 9}
+    assert {r[0] for r in store.inflight()} == {f"r{s}-phone" for s in range(1005, 1010)} | {
+        f"r{s}-laptop" for s in range(10, 1009)
+    }
+    store.relays_delivered(["r500-laptop"])
+    store.relays_delivered(["r12-laptop"])  # an older one acked late: the cursor stays
+    assert store.cursors()[("laptop", "a@muc")] == 500
+    store.relays_sent([("r2000-tablet", "tablet", "a@muc", 2000, None, None)], None)
+    assert store.cursors()[("tablet", "a@muc")] == 1999
+    store.relays_sent([("r2001-tablet", "tablet", "a@muc", 2001, None, None)], None)
+    assert store.cursors()[("tablet", "a@muc")] == 1999  # only the first relay starts it
+    store.close()
+
+
+def test_a_cursor_rolled_back_is_started_again(tmp_path):
+    store = Store(tmp_path / "s.sqlite3")
+    with pytest.raises(RuntimeError), store.grouped():
+        store.relays_sent([("r1", "phone", "a@muc", 7, None, None)], None)
+        raise RuntimeError("boom")
+    assert store.cursors() == {}
+    store.relays_sent([("r2", "phone", "a@muc", 8, None, None)], None)
+    assert store.cursors() == {("phone", "a@muc"): 7}
+    store.close()

@@ -18,6 +18,7 @@ from pathlib import Path
 from minimix.core.relay import ClientSettings, Mode
 
 FILENAME = "minimix.sqlite3"
+DELETE_BATCH = 500  # relay ids per statement (SQLite allows 32766 parameters)
 
 MIGRATIONS: list[str] = [
     # 1: per-client relay settings
@@ -98,6 +99,7 @@ class Store:
         """
         self.path = path
         self._grouping = False
+        self._cursor_rows: set[tuple[str, str]] | None = None  # see _cursor_keys
         try:
             self.db = self._open()
         except sqlite3.DatabaseError as exc:
@@ -284,10 +286,13 @@ class Store:
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 rows,
             )
+            known = self._cursor_keys()
             for _, client, room, seq, _, _ in rows:  # a client's first relay in a room
-                self.db.execute(
-                    "INSERT OR IGNORE INTO cursor (client, room, seq) VALUES (?, ?, ?)", (client, room, seq - 1)
-                )
+                if (client, room) not in known:
+                    self.db.execute(
+                        "INSERT OR IGNORE INTO cursor (client, room, seq) VALUES (?, ?, ?)", (client, room, seq - 1)
+                    )
+                    known.add((client, room))
             if inbound is not None:
                 self.db.execute(
                     "INSERT INTO sm_session (one, sm_id, inbound) VALUES (1, ?, ?) ON CONFLICT (one) "
@@ -298,18 +303,27 @@ class Store:
     def relays_delivered(self, relay_ids: list[str]) -> None:
         """The server has these relays: move each client's cursor in their room past them."""
         with self._transaction():
-            for relay_id in relay_ids:
-                row = self.db.execute(
-                    "SELECT client, room, seq FROM inflight WHERE relay_id = ?", (relay_id,)
-                ).fetchone()
-                if row is None:
-                    continue
-                self.db.execute(
-                    "INSERT INTO cursor (client, room, seq) VALUES (?, ?, ?) ON CONFLICT (client, room) "
-                    "DO UPDATE SET seq = max(seq, excluded.seq)",
-                    row,
-                )
-                self.db.execute("DELETE FROM inflight WHERE relay_id = ?", (relay_id,))
+            done: dict[tuple[str, str], int] = {}  # (client, room) -> the highest seq
+            for start in range(0, len(relay_ids), DELETE_BATCH):
+                batch = relay_ids[start : start + DELETE_BATCH]
+                for client, room, seq in self.db.execute(
+                    f"DELETE FROM inflight WHERE relay_id IN ({', '.join('?' * len(batch))}) "
+                    "RETURNING client, room, seq",
+                    batch,
+                ).fetchall():
+                    done[client, room] = max(seq, done.get((client, room), seq))
+            self.db.executemany(
+                "INSERT INTO cursor (client, room, seq) VALUES (?, ?, ?) ON CONFLICT (client, room) "
+                "DO UPDATE SET seq = max(seq, excluded.seq)",
+                [(client, room, seq) for (client, room), seq in done.items()],
+            )
+            self._cursor_keys().update(done)
+
+    def _cursor_keys(self) -> set[tuple[str, str]]:
+        """The (client, room) pairs that have a cursor row (read once; rows are never deleted)."""
+        if self._cursor_rows is None:
+            self._cursor_rows = {(c, r) for c, r in self.db.execute("SELECT client, room FROM cursor")}
+        return self._cursor_rows
 
     def relays_lost(self, relay_ids: list[str]) -> None:
         with self._transaction():
@@ -339,6 +353,7 @@ class Store:
         except BaseException:
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
+            self._cursor_rows = None  # it may name rows rolled back
             raise
         finally:
             self._grouping = False
@@ -356,6 +371,7 @@ class Store:
             except BaseException:
                 self.db.execute("ROLLBACK TO call")
                 self.db.execute("RELEASE call")
+                self._cursor_rows = None  # it may name rows rolled back
                 raise
             self.db.execute("RELEASE call")
             return
@@ -367,6 +383,7 @@ class Store:
             yield
         except BaseException:
             self.db.execute("ROLLBACK")
+            self._cursor_rows = None  # it may name rows rolled back
             raise
         self.db.execute("COMMIT")
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import logging
+import math
 import re
+import time
 import xml.sax.saxutils
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -84,8 +85,11 @@ log_std = logging.getLogger("aioxmpp.client")
 
 def dt_stamp(stamp: float | None) -> str:
     """An XEP-0082 date-time for a <delay/>: the given time, else now."""
-    when = datetime.datetime.fromtimestamp(stamp, datetime.UTC) if stamp is not None else datetime.datetime.now(datetime.UTC)
-    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if stamp is None:
+        stamp = time.time()
+    seconds = math.floor(stamp)
+    micros = min(round((stamp - seconds) * 1e6), 999999)
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{micros:06d}Z"
 
 
 # -- events only the app cares about (connection state, for logs and STATUS=) -------
