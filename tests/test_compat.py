@@ -549,3 +549,73 @@ def test_stock_stanza_loop_takes_one_received_stanza_per_turn():
     compat._orig_process_incoming(stream, None, (aioxmpp.Message(type_=aioxmpp.MessageType.CHAT), None))
     assert stream._incoming_queue.qsize() == 1  # left for the next turn
     assert aioxmpp.stream.StanzaStream._process_incoming is compat._process_incoming
+
+
+def as_sent(xso):
+    """What the stream writes for ``xso``, read back as aioxmpp's <a/>."""
+    import aioxmpp.nonza
+
+    buf = io.BytesIO()
+    gen = aioxmpp.xml.XMPPXMLGenerator(buf, short_empty_elements=True)
+    xso.xso_serialise_to_sax(gen)
+    gen.flush()
+    return aioxmpp.xml.read_single_xso(io.BytesIO(buf.getvalue()), aioxmpp.nonza.SMAcknowledgement)
+
+
+def sm_stream():
+    stream = mock.Mock()
+    stream._sm_enabled = True
+    stream._sm_inbound_ctr = 41
+    stream._incoming_queue = asyncio.Queue()
+    stream._minimix_ack_answer = None
+    stream._xmlstream = xmlstream = mock.Mock()
+    return stream, xmlstream
+
+
+def test_the_servers_ack_request_is_answered_with_what_we_send_next():
+    """Not at once, before the app has seen the stanza that came with it: with the next
+    stanzas we send (one write), counting every stanza handled by then."""
+    import aioxmpp.nonza
+
+    async def run():
+        stream, xmlstream = sm_stream()
+        stream._incoming_queue.put_nowait((aioxmpp.nonza.SMRequest(), None))
+        with mock.patch.object(compat, "_orig_process_incoming", lambda self, xs, entry: None):
+            compat._process_incoming(stream, xmlstream, ("a room message", None))
+        assert not xmlstream.send_xso.called  # not yet
+        stream._sm_inbound_ctr = 42
+        stream._active_queue = asyncio.Queue()
+        stream._sm_unacked_list = []
+        compat._process_outgoing(stream, xmlstream, "a relay")
+        stream._send_stanza.assert_called_once_with(xmlstream, "a relay")
+        (answer,), _ = xmlstream.send_xso.call_args
+        assert as_sent(answer).counter == 42
+        assert stream._minimix_ack_answer is None
+
+    asyncio.run(run())
+
+
+def test_the_servers_ack_request_is_answered_soon_when_nothing_is_sent():
+    import aioxmpp.nonza
+
+    async def run():
+        stream, xmlstream = sm_stream()
+        compat._process_incoming(stream, xmlstream, (aioxmpp.nonza.SMRequest(), None))
+        compat._process_incoming(stream, xmlstream, (aioxmpp.nonza.SMRequest(), None))  # one answer
+        for _ in range(100):
+            if xmlstream.send_xso.called:
+                break
+            await asyncio.sleep(compat.ACK_ANSWER_DELAY_S)
+        (answer,), _ = xmlstream.send_xso.call_args
+        assert as_sent(answer).counter == 41 and xmlstream.send_xso.call_count == 1
+
+    asyncio.run(run())
+
+
+def test_stock_stanza_loop_answers_the_ack_request_at_once():
+    import aioxmpp.nonza
+
+    stream, xmlstream = sm_stream()
+    compat._orig_process_incoming(stream, xmlstream, (aioxmpp.nonza.SMRequest(), None))
+    (answer,), _ = xmlstream.send_xso.call_args
+    assert answer.counter == 41

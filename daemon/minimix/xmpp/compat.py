@@ -395,13 +395,13 @@ def _process_outgoing(self: Any, xmlstream: Any, token: Any) -> None:
             except asyncio.QueueEmpty:
                 break
             self._send_stanza(xmlstream, token)
-        if not self._sm_enabled:
-            return
-        if len(self._sm_unacked_list) >= SM_REQUEST_BATCH:
-            xmlstream.send_xso(aioxmpp.nonza.SMRequest())
-        elif getattr(self, "_minimix_ack_request", None) is None:
-            loop = asyncio.get_running_loop()
-            self._minimix_ack_request = loop.call_later(SM_REQUEST_INTERVAL_S, _request_ack, self, xmlstream)
+        if self._sm_enabled:
+            if len(self._sm_unacked_list) >= SM_REQUEST_BATCH:
+                xmlstream.send_xso(aioxmpp.nonza.SMRequest())
+            elif getattr(self, "_minimix_ack_request", None) is None:
+                loop = asyncio.get_running_loop()
+                self._minimix_ack_request = loop.call_later(SM_REQUEST_INTERVAL_S, _request_ack, self, xmlstream)
+    _answer_ack(self, xmlstream)  # patch 13: the answer to the server's <r/>, once they are out
 
 
 def _request_ack(stream: Any, xmlstream: Any) -> None:
@@ -598,18 +598,68 @@ def corked(transport: Any) -> Any:
 # stanza in one turn (_process_outgoing); take what has been received the same way, in
 # order, up to INCOMING_BATCH.
 
+# Also on that path: Prosody asks for an ack (<r/>) after every stanza it sends, and aioxmpp
+# answers at once, in the same turn, before the app's task has seen the stanza: 0.1 ms of
+# every relay's latency (traced).  The answer (<a h=…/>, our count of handled stanzas, which
+# may be sent at any time) goes out with the next stanzas we send, in the same write, or
+# after ACK_ANSWER_DELAY_S if nothing is sent before.
+
 INCOMING_BATCH = 64
+ACK_ANSWER_DELAY_S = 0.02
 _orig_process_incoming = aioxmpp.stream.StanzaStream._process_incoming
 
 
 def _process_incoming(self: Any, xmlstream: Any, queue_entry: Any) -> None:
-    _orig_process_incoming(self, xmlstream, queue_entry)
+    _handle_incoming(self, xmlstream, queue_entry)
     for _ in range(INCOMING_BATCH - 1):
         try:
             queue_entry = self._incoming_queue.get_nowait()
         except asyncio.QueueEmpty:
             return
-        _orig_process_incoming(self, xmlstream, queue_entry)
+        _handle_incoming(self, xmlstream, queue_entry)
+
+
+def _handle_incoming(stream: Any, xmlstream: Any, queue_entry: Any) -> None:
+    if stream._sm_enabled and isinstance(queue_entry[0], aioxmpp.nonza.SMRequest):
+        _answer_ack_later(stream)
+    else:
+        _orig_process_incoming(stream, xmlstream, queue_entry)
+
+
+def _answer_ack_later(stream: Any) -> None:
+    if getattr(stream, "_minimix_ack_answer", None) is None:
+        loop = asyncio.get_running_loop()
+        stream._minimix_ack_answer = loop.call_later(ACK_ANSWER_DELAY_S, _answer_ack, stream)
+
+
+def _answer_ack(stream: Any, xmlstream: Any = None) -> None:
+    """Send the pending answer to the server's <r/>: our count of handled stanzas now, on
+    the stream of now (a resumed session counts on)."""
+    pending = getattr(stream, "_minimix_ack_answer", None)
+    if pending is None:
+        return
+    pending.cancel()
+    stream._minimix_ack_answer = None
+    xmlstream = xmlstream if xmlstream is not None else stream._xmlstream
+    if stream._sm_enabled and xmlstream is not None and stream._xmlstream is xmlstream:
+        with contextlib.suppress(Exception):  # the stream may be going down
+            xmlstream.send_xso(_SMAnswer(stream._sm_inbound_ctr))
+
+
+class _SMAnswer(aioxmpp.xso.XSO):
+    """<a xmlns='urn:xmpp:sm:3' h='N'/>, written as text (aioxmpp's SMAcknowledgement takes
+    0.05 ms to serialise).  Sent only: the TAG is never registered for parsing."""
+
+    TAG = ("urn:minimix:sm", "answer")
+    __slots__ = ("counter",)
+
+    def __init__(self, counter: int) -> None:
+        super().__init__()
+        self.counter = counter
+
+    def xso_serialise_to_sax(self, dest: Any) -> None:
+        dest._finish_pending_start_element()
+        dest._write(f"<a xmlns='urn:xmpp:sm:3' h='{int(self.counter)}'/>".encode())
 
 
 # -- applying ---------------------------------------------------------------------------------
