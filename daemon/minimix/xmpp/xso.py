@@ -134,34 +134,10 @@ aioxmpp.Message.minimix_reply = xso.Child([Reply])
 aioxmpp.Message.minimix_forwarded = xso.Child([aioxmpp.misc.Forwarded])
 
 
-class Raw(xso.XSO):
-    """A complete XML element, already serialised and self-contained (it declares its own
-    namespaces), written into the stream as it is.
-
-    A relay forwards the original room message, serialised once when it arrived (for the
-    log).  Handing it to aioxmpp as an lxml tree meant parsing it, copying the tree for each
-    client and walking it through SAX again for each relay: about a third of the daemon's
-    CPU per relayed message.  The TAG only registers the class; it is never parsed.
-    """
-
-    TAG = ("urn:minimix:raw", "raw")
-    __slots__ = ("data",)
-
-    def __init__(self, data: bytes = b"") -> None:
-        super().__init__()
-        self.data = data
-
-    def xso_serialise_to_sax(self, dest) -> None:
-        if isinstance(dest, aioxmpp.xml.XMPPXMLGenerator):
-            dest._finish_pending_start_element()  # close the parent's start tag
-            dest._write(self.data)
-        else:  # any other SAX consumer gets the element
-            lxml.sax.saxify(lxml.etree.fromstring(self.data), xso_model._CollectorContentHandlerFilter(dest))
-
-
 class ClientMessage(aioxmpp.stanza.StanzaBase):
     """A chat message to one of the user's own clients (a relay, a command's answer), its
-    payload already written as text (see Raw) and the whole stanza written as text too.
+    payload already written as text and the whole stanza written as text too, straight into
+    the stream's XML writer (the forwarded original is the text it arrived as: compat 11).
 
     As an ``aioxmpp.Message`` each relay was validated when enqueued and serialised when
     sent by walking every descriptor the loaded modules register on Message (two dozen):
@@ -183,8 +159,9 @@ class ClientMessage(aioxmpp.stanza.StanzaBase):
 
     def wire(self, *, declare: bool = False) -> bytes:
         xmlns = " xmlns='jabber:client'" if declare else ""
+        id_ = f" id={quoteattr(self.id_)}" if self.id_ else ""  # set when enqueued (autoset_id)
         return (
-            f"<message{xmlns} type='chat' to={quoteattr(self.address)} id={quoteattr(self.id_ or '')}>".encode()
+            f"<message{xmlns} type='chat' to={quoteattr(self.address)}{id_}>".encode()
             + self.payload
             + b"</message>"
         )
@@ -202,7 +179,6 @@ class ClientMessage(aioxmpp.stanza.StanzaBase):
 # Keep every child aioxmpp has no XSO for (reactions, occupant-id, OMEMO…): a relay
 # forwards the original stanza whole.
 aioxmpp.Message.minimix_unknown = xso.Collector()
-aioxmpp.Message.minimix_raw = xso.ChildList([Raw])  # sent only: see Raw
 
 
 def strip_fallback(body: str, message: aioxmpp.Message, for_: str) -> str:
