@@ -42,8 +42,8 @@ from minimix.core.events import (
 from minimix.core.policy import RoomPolicy
 from minimix.core.room import RoomState
 from minimix.sdnotify import Notifier
+from minimix.store import ACK_MARK_FILENAME, AckMark, Store, StoredMessage
 from minimix.store import FILENAME as STORE_FILENAME
-from minimix.store import Store, StoredMessage
 from minimix.timers import Timers, TimersDue
 from minimix.xmpp.session import (
     Account,
@@ -142,6 +142,7 @@ class App:
             playback_max=config.relay.playback_max,
         )
         self.store: Store | None = None
+        self.ack_mark: AckMark | None = None
         self.account = Account(
             jid,
             password,
@@ -194,6 +195,7 @@ class App:
             self.post,
             reconnect_delay=self._reconnect_delay,
             rooms=lambda: sorted({*self.engine.effective, *self.engine.rooms.rooms}),
+            ack_mark=self.ack_mark.write if self.ack_mark is not None else None,
         )
         self.scheduler.add_job(self._post_async, "interval", seconds=PRUNE_INTERVAL_S, args=[PruneDue()], id="prune")
         log.info("starting", jid=str(self.jid), server=self._server_label())
@@ -210,6 +212,8 @@ class App:
                 loop.remove_signal_handler(sig)
             if self.store is not None:
                 self.store.close()
+            if self.ack_mark is not None:
+                self.ack_mark.close()
         self._write_snapshot(stopped=True)
         log.info("stopped", exit_code=self.exit_code)
         return self.exit_code if self.exit_code is not None else EX_OK
@@ -222,6 +226,7 @@ class App:
             log.error("the store was unreadable: moved aside, starting a fresh one", reason=reason, moved_to=str(moved))
 
         self.store = store = Store(state_dir / STORE_FILENAME, on_reset=moved_aside)
+        self.ack_mark = AckMark(state_dir / ACK_MARK_FILENAME)
         self.engine.clients.settings.update(store.load_clients())
         self.engine.restore(
             next_seq=store.max_seq() + 1,
@@ -236,13 +241,18 @@ class App:
         Each relay was committed with its place in the XEP-0198 count of its session before it
         was sent; the server says how many stanzas of that session it had.  Those it had are
         delivered; the others are owed again (playback).  Without an answer they are owed
-        again too: a possible duplicate rather than a loss.
+        again too: a possible duplicate rather than a loss.  The question must quote the
+        count of received stanzas we last acknowledged (Prosody does not answer one below
+        it): the ack mark has it, the count saved with the relays may be older.
         """
         assert self.store is not None and self.session is not None
         inflight = self.store.inflight()
         if not inflight:
             return
         previous = self.store.sm_session()
+        mark = self.ack_mark.read() if self.ack_mark is not None else None
+        if previous is not None and mark is not None and mark[0] == previous[0]:
+            previous = mark  # what we acknowledged last: more recent than the relays' count
         handled = None
         if previous is not None:
             handled = await self.session.probe_previous_session(*previous)
@@ -253,9 +263,10 @@ class App:
                 and sm_seq is not None and (handled - sm_seq) & 0xFFFFFFFF < 0x80000000
             )
             (delivered if reached else lost).append(relay_id)
-        self.store.relays_delivered(delivered)
-        self.store.relays_lost(lost)
-        self.store.forget_sm_session()
+        with self.store.grouped():  # all or nothing: killed meanwhile, the next start asks again
+            self.store.relays_delivered(delivered)
+            self.store.relays_lost(lost)
+            self.store.forget_sm_session()
         self.engine.clients.cursors.update(self.store.cursors())
         log.info("relays in flight at the last stop", reached_server=len(delivered), owed_again=len(lost),
                  server_count=handled)

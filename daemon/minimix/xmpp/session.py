@@ -328,8 +328,10 @@ class Session:
         *,
         reconnect_delay: Callable[[int], float],
         rooms: Callable[[], list[str]] = list,
+        ack_mark: Callable[[str, int], None] | None = None,
     ) -> None:
         self.account = account
+        self._ack_mark = ack_mark  # records each XEP-0198 count we acknowledge (compat 14)
         self.own = account.jid.bare()
         self._post = post
         self._reconnect_delay = reconnect_delay
@@ -369,6 +371,8 @@ class Session:
         self.client = client
         self._setup_services(client)
         stream = client.stream
+        if self._ack_mark is not None:
+            stream.minimix_ack_mark = self._mark_acked
         stream.app_inbound_presence_filter.register(self._inbound_presence, 0)
         stream.app_inbound_message_filter.register(self._inbound_message, 0)
         stream.service_inbound_message_filter.register(self._bookmark_node_emptied, -1)
@@ -380,6 +384,15 @@ class Session:
         client.on_failure.connect(self._on_failure)
         client.on_stopped.connect(lambda: self._post(ClientStopped(None)))
         client.start()
+
+    def _mark_acked(self, sm_id: str, count: int) -> None:
+        if self._ack_mark is None:
+            return
+        try:
+            self._ack_mark(sm_id, count)
+        except OSError as exc:  # a crash would then be settled with the count saved with the relays
+            log.warning("cannot record the stream count acknowledged; carrying on without", error=_describe(exc))
+            self._ack_mark = None
 
     def _setup_services(self, client: aioxmpp.Client) -> None:
         disco = client.summon(aioxmpp.DiscoServer)
