@@ -83,6 +83,20 @@ def test_relays_in_flight_settle_into_cursors(tmp_path):
     store.close()
 
 
+def test_a_cursor_is_rewound_after_a_bounce_and_never_moved_forward_by_it(tmp_path):
+    store = Store(tmp_path / "s.sqlite3")
+    store.relays_sent([("r1", "phone", "a@muc", 10, None, None), ("r2", "phone", "a@muc", 11, None, None)], None)
+    store.relays_delivered(["r1", "r2"])
+    store.rewind_cursor("phone", "a@muc", 9)
+    assert store.cursors() == {("phone", "a@muc"): 9}
+    store.rewind_cursor("phone", "a@muc", 10)  # a later bounce of an earlier position: no
+    assert store.cursors() == {("phone", "a@muc"): 9}
+    store.rewind_cursor("tablet", "a@muc", 4)  # no cursor yet: it starts there
+    store.relays_sent([("r3", "tablet", "a@muc", 12, None, None)], None)
+    assert store.cursors()[("tablet", "a@muc")] == 4
+    store.close()
+
+
 def test_a_cursor_rolled_back_is_started_again(tmp_path):
     store = Store(tmp_path / "s.sqlite3")
     with pytest.raises(RuntimeError), store.grouped():

@@ -465,6 +465,9 @@ class App:
                 case A.SaveOffline(client, seq):
                     assert self.store is not None
                     self.store.set_offline_since(client, seq)
+                case A.RewindCursor(client, room, seq):
+                    assert self.store is not None
+                    self.store.rewind_cursor(client, room, seq)
                 case A.MarkRelays(relay_ids, delivered):
                     assert self.store is not None
                     if delivered:

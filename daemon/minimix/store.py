@@ -327,6 +327,16 @@ class Store:
             self._cursor_rows = {(c, r) for c, r in self.db.execute("SELECT client, room FROM cursor")}
         return self._cursor_rows
 
+    def rewind_cursor(self, client: str, room: str, seq: int) -> None:
+        """Move a client's cursor in a room back to ``seq`` (a relay bounced): never forward."""
+        with self._transaction():
+            self.db.execute(
+                "INSERT INTO cursor (client, room, seq) VALUES (?, ?, ?) ON CONFLICT (client, room) "
+                "DO UPDATE SET seq = min(seq, excluded.seq)",
+                (client, room, seq),
+            )
+            self._cursor_keys().add((client, room))
+
     def relays_lost(self, relay_ids: list[str]) -> None:
         with self._transaction():
             self.db.executemany("DELETE FROM inflight WHERE relay_id = ?", [(r,) for r in relay_ids])

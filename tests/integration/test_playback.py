@@ -142,3 +142,27 @@ def test_a_mention_owed_when_the_daemon_starts_is_played_back(user):
     post(user, room, [f"welcome back {NICK}"])
     wait_text(user, phone, f"welcome back {NICK}", since=mark)
     assert texts(user, phone, mark) == [f"while you were out, {NICK}", f"welcome back {NICK}"]
+
+
+def test_relays_a_client_session_never_acknowledged_come_again_when_it_logs_in_anew(user):
+    """A phone in a tunnel: its session got the relays from the server but never
+    acknowledged them (XEP-0198), and the phone logs in again without resuming.  The server
+    ends the old session and gives back what it had not acknowledged (Prosody: an error
+    message per relay, to the daemon).  Those relays come again, once, in order, in the new
+    session's playback — the server had acknowledged them to the daemon long before."""
+    room = user.room(prefix="tunnel")
+    user.phone.publish_bookmark(room, nick=NICK)
+    user.start({"relay": {"clients": {"tablet": "all"}}})
+    user.wait_joined(room, NICK)
+    tablet = user.other("tablet")
+    tablet.send_raw("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")  # and never an <a/>
+    assert tablet.ping(user.server.domain) == "result"  # the server has it enabled
+    said = [f"in the tunnel {i}" for i in range(1, 4)]
+    post(user, room, said)
+    wait_text(user, tablet, said[-1])  # they reached the old session, which acknowledges none
+
+    again = user.other("tablet")  # a new login of the same resource, not a resumption
+    post(user, room, ["out of the tunnel"])
+    wait_text(user, again, "out of the tunnel")
+    got = texts(user, again, 0)
+    assert got == [*said, "out of the tunnel"], tally(got, [*said, "out of the tunnel"]).summary()

@@ -201,6 +201,15 @@ class SaveOffline(Action):
 
 
 @dataclass(frozen=True, slots=True)
+class RewindCursor(Action):
+    """A client's cursor in a room goes back to ``seq``: what came after is owed again."""
+
+    client: str
+    room: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
 class MarkRelays(Action):
     relay_ids: tuple[str, ...]
     delivered: bool

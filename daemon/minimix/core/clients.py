@@ -21,6 +21,7 @@ from minimix.core.events import (
     ClientPresence,
     ClientText,
     PlaybackLoaded,
+    RelayBounced,
     RelaysAcked,
     RoomMessage,
     TimerKind,
@@ -51,12 +52,14 @@ class Problem:
 
 @dataclass(frozen=True, slots=True)
 class Relayed:
-    """What a relay id stands for: where a reply to it goes."""
+    """What a relay id stands for: where a reply to it goes, and what a bounce owes again."""
 
     room: str
     nick: str | None
     stanza_id: str | None
     private: bool
+    client: str | None = None
+    seq: int | None = None
 
 
 def _bounded_put(d: OrderedDict, key: str, value: object) -> None:
@@ -167,8 +170,9 @@ class Clients:
             if resource != sender and self._wanted(resource, msg.room, msg.body, msg.subject, msg.private)
         ]
         if deliveries:
-            for _, relay_id in deliveries:
-                _bounded_put(self.relayed, relay_id, Relayed(msg.room, msg.nick, msg.stanza_id, msg.private))
+            for resource, relay_id in deliveries:
+                _bounded_put(self.relayed, relay_id,
+                             Relayed(msg.room, msg.nick, msg.stanza_id, msg.private, resource, seq))
             actions.append(A.Relay(msg.room, tuple(deliveries), fallback_text(msg), msg.ref, msg.private,
                                    seq=seq, stamp=stamp))
         return actions
@@ -189,6 +193,10 @@ class Clients:
         relay_id = f"mmx-{self.rng.getrandbits(64):016x}"
         if seq is not None:
             self.inflight[relay_id] = (resource, room, seq)
+            # A client's first relay in a room starts its cursor just before it, as the store
+            # does when the relay is committed: lost, it is still owed (not skipped by a
+            # playback that would start from the client's offline mark).
+            self.cursors.setdefault((resource, room), seq - 1)
         return relay_id
 
     # -- catch-up (the room's archive) ------------------------------------------------------
@@ -263,6 +271,28 @@ class Clients:
                 self.cursors[(client, room)] = seq
         return [A.MarkRelays(ids, ev.delivered)] if ids else []
 
+    def bounced(self, ev: RelayBounced) -> list[A.Action]:
+        """A relay came back undelivered from the session it was sent to: it is owed again,
+        with everything after it in its room (that session had none of those either), and
+        goes out with the client's next playback, when it is next seen (the server ends
+        the old session before the new one's presence arrives).
+
+        Only the client the relay was for can give it back; an unknown or forgotten relay
+        id changes nothing."""
+        relayed = self.relayed.get(ev.relay_id)
+        if relayed is None or relayed.client != ev.resource or relayed.seq is None:
+            return []
+        client, room, seq = ev.resource, relayed.room, relayed.seq
+        actions: list[A.Action] = []
+        if self.inflight.pop(ev.relay_id, None) is not None:  # bounced before the server's ack came
+            actions.append(A.MarkRelays((ev.relay_id,), False))
+        cursor = self.cursors.get((client, room))
+        if cursor is None or cursor >= seq:
+            self.cursors[(client, room)] = seq - 1
+            actions.append(A.RewindCursor(client, room, seq - 1))
+            actions.append(A.Note("info", "relay bounced: owed again", {"client": client, "room": room}))
+        return actions
+
     def _playback(self, client: str) -> list[A.Action]:
         """A client (re)appeared: load what it has not had since it was last here."""
         cursors = {room: seq for (c, room), seq in self.cursors.items() if c == client}
@@ -297,7 +327,7 @@ class Clients:
                 continue
             sent += 1
             relay_id = self._relay_id(client, m.room, m.seq)
-            _bounded_put(self.relayed, relay_id, Relayed(m.room, m.nick, None, m.private))
+            _bounded_put(self.relayed, relay_id, Relayed(m.room, m.nick, None, m.private, client, m.seq))
             actions.append(A.Relay(m.room, ((client, relay_id),), m.text, m.ref, m.private, seq=m.seq, stamp=m.stamp))
         if skipped or ev.more:
             more = f"{skipped}" if not ev.more else f"{skipped}+"

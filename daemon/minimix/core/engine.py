@@ -27,6 +27,7 @@ from minimix.core.events import (
     PepBookmarkRetracted,
     PepBookmarksLoaded,
     PlaybackLoaded,
+    RelayBounced,
     RelaysAcked,
     RoomEvent,
     RoomMessage,
@@ -59,6 +60,7 @@ ACCOUNT_EVENTS = (
     CatchUpDone,
     PlaybackLoaded,
     RelaysAcked,
+    RelayBounced,
     KnownMessages,
 )
 EVENTS = (RoomEvent, *ACCOUNT_EVENTS)
@@ -66,7 +68,7 @@ EVENTS = (RoomEvent, *ACCOUNT_EVENTS)
 AccountEvent = (
     SessionEstablished | SessionLost | PepBookmarksLoaded | PepBookmarkPublished | PepBookmarkRetracted
     | LegacyBookmarksLoaded | OccupantPresent | OccupantLeft | ClientPresence | RoomMessage | ClientText
-    | ClientCommand | CatchUpDone | PlaybackLoaded | RelaysAcked | KnownMessages
+    | ClientCommand | CatchUpDone | PlaybackLoaded | RelaysAcked | RelayBounced | KnownMessages
 )
 
 
@@ -138,6 +140,8 @@ class Engine:
                 return self.clients.playback_loaded(event)
             case RelaysAcked():
                 return self.clients.acked(event)
+            case RelayBounced():
+                return self.clients.bounced(event)
             case KnownMessages(room, keys):
                 return self.clients.known(room, keys)
             case RoomEvent():

@@ -50,6 +50,7 @@ from minimix.core.events import (
     PepBookmarkRetracted,
     PepBookmarksLoaded,
     PingOutcome,
+    RelayBounced,
     RelaysAcked,
     ReservedNickFound,
     RoomMessage,
@@ -602,6 +603,10 @@ class Session:
                 self._room_message(room, message, private=True)
             else:
                 self._post(RoomActivity(room))
+            return None
+        if kind == aioxmpp.MessageType.ERROR:
+            if self.is_own_client(sender) and message.id_:  # the core knows its relay ids
+                self._post(RelayBounced(sender.resource, message.id_))  # a relay given back
             return None
         if self.is_own_client(sender) and kind in (aioxmpp.MessageType.CHAT, aioxmpp.MessageType.NORMAL):
             body = message.body.any() if message.body else None
