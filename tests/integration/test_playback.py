@@ -144,11 +144,12 @@ def test_a_mention_owed_when_the_daemon_starts_is_played_back(user):
     assert texts(user, phone, mark) == [f"while you were out, {NICK}", f"welcome back {NICK}"]
 
 
+@pytest.mark.interop
 def test_relays_a_client_session_never_acknowledged_come_again_when_it_logs_in_anew(user):
     """A phone in a tunnel: its session got the relays from the server but never
     acknowledged them (XEP-0198), and the phone logs in again without resuming.  The server
-    ends the old session and gives back what it had not acknowledged (Prosody: an error
-    message per relay, to the daemon).  Those relays come again, once, in order, in the new
+    ends the old session and gives back what it had not acknowledged (Prosody and ejabberd:
+    an error message per relay, to the daemon).  Those relays come again, once, in order, in the new
     session's playback — the server had acknowledged them to the daemon long before."""
     room = user.room(prefix="tunnel")
     user.phone.publish_bookmark(room, nick=NICK)

@@ -289,7 +289,8 @@ class RelayBounced:
     """One of the user's clients' sessions gave a relay back as undeliverable (an error
     message with the relay's id): the server had acknowledged it, but the session that
     was to get it ended without acknowledging it (Prosody bounces what a session had not
-    acknowledged when it goes for good, e.g. replaced by a new login of the same resource)."""
+    acknowledged when it goes for good, e.g. replaced by a new login of the same resource;
+    ejabberd too)."""
 
     resource: str
     relay_id: str
