@@ -167,3 +167,29 @@ def test_relays_a_client_session_never_acknowledged_come_again_when_it_logs_in_a
     wait_text(user, again, "out of the tunnel")
     got = texts(user, again, 0)
     assert got == [*said, "out of the tunnel"], tally(got, [*said, "out of the tunnel"]).summary()
+
+
+@pytest.mark.interop
+def test_a_client_that_answers_receipts_gets_again_what_it_never_answered(user):
+    """XEP-0184: a client that answers the relays' receipt requests has a relay when its
+    receipt comes, not when the server took it.  Relays it never answered before it went
+    away (a connection that died under it) come again when it is back: once, in order."""
+    room = user.room(prefix="receipts")
+    user.phone.publish_bookmark(room, nick=NICK)
+    user.start({"relay": {"clients": {"tablet": "all"}}})
+    user.wait_joined(room, NICK)
+    tablet = user.other("tablet")
+    post(user, room, ["answered"])
+    first = wait_text(user, tablet, "answered")
+    tablet.send_raw(f"<message to='{user.full_jid}'><received xmlns='urn:xmpp:receipts' id='{first.id}'/></message>")
+    assert tablet.ping(user.full_jid) == "result"  # the daemon has the receipt (in order)
+    said = [f"never answered {i}" for i in range(1, 4)]
+    post(user, room, said)
+    wait_text(user, tablet, said[-1])  # they reach it, and it answers none of them
+
+    tablet.abort()  # its connection dies
+    mark = come_back(user, tablet)
+    post(user, room, ["back again"])
+    wait_text(user, tablet, "back again", since=mark)
+    got = texts(user, tablet, mark)
+    assert got == [*said, "back again"], tally(got, [*said, "back again"]).summary()

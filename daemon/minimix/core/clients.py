@@ -22,6 +22,7 @@ from minimix.core.events import (
     ClientText,
     PlaybackLoaded,
     RelayBounced,
+    RelayReceived,
     RelaysAcked,
     RoomMessage,
     TimerKind,
@@ -107,6 +108,10 @@ class Clients:
     cursors: dict[tuple[str, str], int] = field(default_factory=dict)  # (client, room) → seq delivered
     offline_since: dict[str, int] = field(default_factory=dict)  # client → last seq before it left
     inflight: dict[str, tuple[str, str, int]] = field(default_factory=dict)  # relay id → (client, room, seq)
+    # XEP-0184: clients seen answering a relay's receipt request; for them the server's ack
+    # is not delivery: their relays wait here, still in flight in the store, for the receipt.
+    receipts: set[str] = field(default_factory=set)
+    awaiting: dict[str, tuple[str, str, int]] = field(default_factory=dict)  # relay id → (client, room, seq)
     deferred_playback: set[str] = field(default_factory=set)  # came back before the bookmarks
 
     # -- relay ------------------------------------------------------------------------
@@ -264,12 +269,52 @@ class Clients:
     # -- delivery: acks and playback ----------------------------------------------------------
 
     def acked(self, ev: RelaysAcked) -> list[A.Action]:
-        ids = tuple(r for r in ev.relay_ids if r in self.inflight)
+        """The server has these relays (or never will).  A relay to a client that answers
+        receipts is delivered when its receipt comes; until then it stays in flight (a crash
+        meanwhile settles it by the server's count, like any other)."""
+        settled, owed = [], []
+        for relay_id in ev.relay_ids:
+            entry = self.inflight.pop(relay_id, None)
+            if entry is None:
+                continue
+            client = entry[0]
+            if ev.delivered and client in self.receipts:
+                if client in self.online:
+                    self.awaiting[relay_id] = entry
+                else:  # gone before the server had it: no receipt will come; owed
+                    owed.append(relay_id)
+                continue
+            if ev.delivered:
+                self._advance(*entry)
+            settled.append(relay_id)
+        actions = [A.MarkRelays(tuple(settled), ev.delivered)] if settled else []
+        return [*actions, A.MarkRelays(tuple(owed), False)] if owed else actions
+
+    def _advance(self, client: str, room: str, seq: int) -> None:
+        if seq > self.cursors.get((client, room), -1):
+            self.cursors[(client, room)] = seq
+
+    def received(self, ev: RelayReceived) -> list[A.Action]:
+        """A client's receipt for a relay (XEP-0184): it has it.  From now on its relays wait
+        for their receipts before they count as delivered."""
+        relayed = self.relayed.get(ev.relay_id)
+        if relayed is None or relayed.client != ev.resource or relayed.seq is None:
+            return []
+        self.receipts.add(ev.resource)
+        entry = self.awaiting.pop(ev.relay_id, None) or self.inflight.pop(ev.relay_id, None)
+        if entry is None:
+            return []  # settled already (the server's ack, before we knew it answers receipts)
+        self._advance(*entry)
+        return [A.MarkRelays((ev.relay_id,), True)]
+
+    def _unanswered(self, client: str | None, delivered: bool) -> list[A.Action]:
+        """Relays still waiting for a receipt (of one client, or of all): settled now."""
+        ids = tuple(r for r, (c, _, _) in self.awaiting.items() if client is None or c == client)
         for relay_id in ids:
-            client, room, seq = self.inflight.pop(relay_id)
-            if ev.delivered and seq > self.cursors.get((client, room), -1):
-                self.cursors[(client, room)] = seq
-        return [A.MarkRelays(ids, ev.delivered)] if ids else []
+            entry = self.awaiting.pop(relay_id)
+            if delivered:
+                self._advance(*entry)
+        return [A.MarkRelays(ids, delivered)] if ids else []
 
     def bounced(self, ev: RelayBounced) -> list[A.Action]:
         """A relay came back undelivered from the session it was sent to: it is owed again,
@@ -284,8 +329,8 @@ class Clients:
             return []
         client, room, seq = ev.resource, relayed.room, relayed.seq
         actions: list[A.Action] = []
-        if self.inflight.pop(ev.relay_id, None) is not None:  # bounced before the server's ack came
-            actions.append(A.MarkRelays((ev.relay_id,), False))
+        if (self.inflight.pop(ev.relay_id, None) or self.awaiting.pop(ev.relay_id, None)) is not None:
+            actions.append(A.MarkRelays((ev.relay_id,), False))  # still in flight: never delivered
         cursor = self.cursors.get((client, room))
         if cursor is None or cursor >= seq:
             self.cursors[(client, room)] = seq - 1
@@ -316,7 +361,7 @@ class Clients:
         client = ev.client
         if client not in self.online:
             return []
-        pending = {seq for c, _, seq in self.inflight.values() if c == client}
+        pending = {seq for c, _, seq in (*self.inflight.values(), *self.awaiting.values()) if c == client}
         actions: list[A.Action] = []
         sent = skipped = 0
         for m in ev.messages:
@@ -350,9 +395,13 @@ class Clients:
                 self.deferred_playback.add(ev.resource)  # which rooms, which nicks: not known yet
             elif back:
                 actions += self._playback(ev.resource)
-        elif self.online.pop(ev.resource, None) is not None and ev.resource not in self.offline_since:
-            self.offline_since[ev.resource] = self.next_seq - 1
-            actions.append(A.SaveOffline(ev.resource, self.next_seq - 1))
+        elif self.online.pop(ev.resource, None) is not None:
+            # Gone without a receipt for these: it may never have had them (a connection that
+            # died under it).  Owed again, at its next playback.
+            actions += self._unanswered(ev.resource, delivered=False)
+            if ev.resource not in self.offline_since:
+                self.offline_since[ev.resource] = self.next_seq - 1
+                actions.append(A.SaveOffline(ev.resource, self.next_seq - 1))
         return actions
 
     def _arm_presence(self, now: float) -> list[A.Action]:
@@ -380,12 +429,16 @@ class Clients:
         """A new session: the rooms see the mirrored presence in our join presences."""
         return self._arm_presence(now)
 
-    def session_lost(self) -> None:
+    def session_lost(self) -> list[A.Action]:
         # The server sends every client's presence again after login; a client seen again
         # then gets what it missed (its cursors did not move meanwhile).
         self.online.clear()
         self.deferred_playback.clear()
         self.catching_up.clear()  # the archive still has what was held back
+        # Receipts still due cannot reach a session that is gone: the server had those
+        # relays while their clients were available, which is delivery for a client that
+        # does not answer receipts; the same here.
+        return self._unanswered(None, delivered=True)
 
     # -- text and commands -----------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from minimix.core.events import (
     PepBookmarksLoaded,
     PlaybackLoaded,
     RelayBounced,
+    RelayReceived,
     RelaysAcked,
     RoomEvent,
     RoomMessage,
@@ -61,6 +62,7 @@ ACCOUNT_EVENTS = (
     PlaybackLoaded,
     RelaysAcked,
     RelayBounced,
+    RelayReceived,
     KnownMessages,
 )
 EVENTS = (RoomEvent, *ACCOUNT_EVENTS)
@@ -68,7 +70,8 @@ EVENTS = (RoomEvent, *ACCOUNT_EVENTS)
 AccountEvent = (
     SessionEstablished | SessionLost | PepBookmarksLoaded | PepBookmarkPublished | PepBookmarkRetracted
     | LegacyBookmarksLoaded | OccupantPresent | OccupantLeft | ClientPresence | RoomMessage | ClientText
-    | ClientCommand | CatchUpDone | PlaybackLoaded | RelaysAcked | RelayBounced | KnownMessages
+    | ClientCommand | CatchUpDone | PlaybackLoaded | RelaysAcked | RelayBounced
+    | RelayReceived | KnownMessages
 )
 
 
@@ -142,6 +145,8 @@ class Engine:
                 return self.clients.acked(event)
             case RelayBounced():
                 return self.clients.bounced(event)
+            case RelayReceived():
+                return self.clients.received(event)
             case KnownMessages(room, keys):
                 return self.clients.known(room, keys)
             case RoomEvent():
@@ -164,8 +169,8 @@ class Engine:
                 return self.clients.session_established(now) + self.rooms.session_established(now)
             case SessionLost():
                 self.occupants.clear_all()
-                self.clients.session_lost()
-                return self.rooms.session_lost(now)
+                settled = self.clients.session_lost()
+                return [*settled, *self.rooms.session_lost(now)]
             case PepBookmarksLoaded(items):
                 self.bookmarks.load_pep(items)
                 return self._loaded("xep-0402", len(items), now)

@@ -297,6 +297,14 @@ class RelayBounced:
 
 
 @dataclass(frozen=True, slots=True)
+class RelayReceived:
+    """One of the user's clients answered a relay's receipt request (XEP-0184)."""
+
+    resource: str
+    relay_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class KnownMessages:
     """Keys of a room's messages already logged (read back before asking for its history)."""
 

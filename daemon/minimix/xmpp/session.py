@@ -28,6 +28,7 @@ import aioxmpp.disco.xso as disco_xso
 import aioxmpp.entitycaps.caps115 as caps115
 import aioxmpp.entitycaps.xso as caps_xso
 import aioxmpp.errors
+import aioxmpp.mdr.xso  # noqa: F401 - Message.xep0184_received (XEP-0184 receipts)
 import aioxmpp.misc
 import aioxmpp.muc.xso as muc_xso
 import aioxmpp.nonza
@@ -51,6 +52,7 @@ from minimix.core.events import (
     PepBookmarksLoaded,
     PingOutcome,
     RelayBounced,
+    RelayReceived,
     RelaysAcked,
     ReservedNickFound,
     RoomMessage,
@@ -609,6 +611,9 @@ class Session:
                 self._post(RelayBounced(sender.resource, message.id_))  # a relay given back
             return None
         if self.is_own_client(sender) and kind in (aioxmpp.MessageType.CHAT, aioxmpp.MessageType.NORMAL):
+            received = message.xep0184_received
+            if received is not None and received.message_id:
+                self._post(RelayReceived(sender.resource, received.message_id))
             body = message.body.any() if message.body else None
             if body is not None:
                 reply = message.minimix_reply
