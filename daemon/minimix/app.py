@@ -32,6 +32,8 @@ from minimix.core.engine import Engine
 from minimix.core.events import (
     KnownMessages,
     PlaybackLoaded,
+    RelayBounced,
+    RelayReceived,
     RelaysAcked,
     RoomMessage,
     SessionEstablished,
@@ -103,7 +105,7 @@ class PruneDue:
     pass
 
 
-QUIET_EVENTS = (RoomActivity, RoomMessage, RelaysAcked, WatchdogDue, SnapshotDue, PruneDue)  # events that change nothing `status` shows
+QUIET_EVENTS = (RoomActivity, RoomMessage, RelaysAcked, RelayReceived, WatchdogDue, SnapshotDue, PruneDue)  # events that change nothing `status` shows
 SNAPSHOT_DELAY_S = 0.5
 
 PRUNE_INTERVAL_S = 3600.0
@@ -312,9 +314,9 @@ class App:
         if self.stopping and self.exit_code is None:
             if self.session is not None:
                 await self.session.drain(2.0)
-            while not self.queue.empty():  # acks of the last relays: settle them in the store
+            while not self.queue.empty():  # acks and receipts of the last relays: settle them
                 event = self.queue.get_nowait()
-                if isinstance(event, RelaysAcked):
+                if isinstance(event, RelaysAcked | RelayReceived | RelayBounced):
                     self._dispatch(event)
             self.exit_code = EX_OK
 
