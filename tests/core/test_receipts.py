@@ -75,3 +75,16 @@ def test_a_relay_the_server_took_after_its_client_left_is_owed():
     engine.handle(ClientPresence("phone", False), NOW + 3)  # gone before the server's ack came
     assert engine.handle(RelaysAcked((relay,)), NOW + 4) == [A.MarkRelays((relay,), False)]
     assert engine.clients.cursors[("phone", ROOM)] == 1
+
+
+def test_a_client_that_stops_answering_receipts_is_not_waited_for_forever(monkeypatch):
+    from minimix.core import clients
+
+    monkeypatch.setattr(clients, "AWAITING_MAX", 3)
+    engine = answering_engine()
+    relays = [say(engine, n)["phone"] for n in range(2, 7)]  # five, none answered
+    actions = engine.handle(RelaysAcked(tuple(relays)), NOW + 7)
+    assert A.MarkRelays(tuple(relays[:2]), True) in actions  # the oldest, past the bound
+    assert len(engine.clients.awaiting) == 3
+    assert engine.clients.cursors[("phone", ROOM)] == 3
+    assert "phone" not in engine.clients.receipts  # the server's ack again, until a receipt

@@ -36,6 +36,7 @@ PRESENCE_DEBOUNCE_S = 2.0
 # How available each show is, for "the most available of the user's clients".
 AVAILABILITY = {"chat": 5, "available": 4, "away": 3, "dnd": 2, "xa": 1}
 REMEMBERED = 10_000  # relays (for replies) and own posts (for echoes) kept in memory
+AWAITING_MAX = 2_000  # relays waiting for a receipt, at most (beyond: the server's ack)
 
 
 @dataclass(slots=True)
@@ -287,6 +288,12 @@ class Clients:
             if ev.delivered:
                 self._advance(*entry)
             settled.append(relay_id)
+        while len(self.awaiting) > AWAITING_MAX:  # a client that stopped answering receipts
+            relay_id, entry = next(iter(self.awaiting.items()))
+            del self.awaiting[relay_id]
+            self.receipts.discard(entry[0])  # until it answers one again: the server's ack
+            self._advance(*entry)
+            settled.append(relay_id)  # (only a delivered ack adds to the awaiting ones)
         actions = [A.MarkRelays(tuple(settled), ev.delivered)] if settled else []
         return [*actions, A.MarkRelays(tuple(owed), False)] if owed else actions
 
