@@ -3,8 +3,9 @@
 Connect (STARTTLS verified against --ca-file, minimix's aioxmpp compat patches, TCP_NODELAY),
 then for every room of CURSORS_FILE at once fetch what came after the room's cursor:
 `minimix.xmpp.mam.catch_up` with the daemon's own limit and page size, i.e. the same
-`urn:xmpp:mam:2` queries (after-id = the cursor, RSM <max>100</max>, paged backwards
-with <before/>) and the same parsing of the results (aioxmpp XSOs). No room is joined and
+`urn:xmpp:mam:2` queries (the archive's count since the cursor, then RSM pages of
+<max>100</max> forwards from the cursor when that count is within the limit, else
+backwards from the end with after-id) and the same parsing of the results (aioxmpp XSOs). No room is joined and
 nothing is stored or relayed. Then stay connected until SIGTERM/SIGINT (so that the bench
 can read the process's CPU time) and close the stream.
 
@@ -56,14 +57,17 @@ async def main(args: argparse.Namespace) -> int:
         async def one(room: aioxmpp.JID, after: tuple[str, float]) -> None:
             nonlocal total, more_total, errors
             try:
-                found, more = await mam.catch_up(archives, room, after, args.limit, True)
+                pages: list[int] = []
+                found, more, streamed = await mam.catch_up(
+                    archives, room, after, args.limit, True, on_page=lambda page: pages.append(len(page))
+                )
             except Exception as exc:  # noqa: BLE001 - counted and reported
                 errors += 1
                 print(
                     f"bare catch-up failed room={room} error={exc!r}", file=sys.stderr, flush=True
                 )
                 return
-            total += len(found)
+            total += len(found) + streamed
             more_total += more
 
         await asyncio.gather(*(one(room, after) for room, after in rooms))

@@ -97,6 +97,29 @@ def test_a_cursor_is_rewound_after_a_bounce_and_never_moved_forward_by_it(tmp_pa
     store.close()
 
 
+def test_a_relay_acked_by_the_server_stays_in_flight_marked_as_acked(tmp_path):
+    store = Store(tmp_path / "s.sqlite3")
+    store.relays_sent([("r1", "phone", "a@muc", 10, "sm", 3), ("r2", "phone", "a@muc", 11, "sm", 4)], ("sm", 1))
+    store.relays_acked(["r1", "unknown"])
+    assert [(r[0], r[6]) for r in sorted(store.inflight())] == [("r1", True), ("r2", False)]
+    store.relays_delivered(["r1"])  # its receipt
+    assert [r[0] for r in store.inflight()] == ["r2"]
+    store.close()
+
+
+def test_which_clients_answer_receipts_is_kept(tmp_path):
+    store = Store(tmp_path / "s.sqlite3")
+    store.set_offline_since("phone", 7)
+    store.set_answers_receipts("phone", True)
+    store.set_answers_receipts("laptop", True)
+    store.set_answers_receipts("laptop", False)
+    store.close()
+    store = Store(tmp_path / "s.sqlite3")
+    assert store.receipt_clients() == {"phone"}
+    assert store.offline_since() == {"phone": 7}  # the same row, untouched
+    store.close()
+
+
 def test_a_cursor_rolled_back_is_started_again(tmp_path):
     store = Store(tmp_path / "s.sqlite3")
     with pytest.raises(RuntimeError), store.grouped():

@@ -235,6 +235,7 @@ class App:
             rooms=store.room_states(),
             cursors=store.cursors(),
             offline_since=store.offline_since(),
+            receipts=store.receipt_clients(),
         )
 
     async def _settle_previous_run(self) -> None:
@@ -256,11 +257,11 @@ class App:
         if previous is not None and mark is not None and mark[0] == previous[0]:
             previous = mark  # what we acknowledged last: more recent than the relays' count
         handled = None
-        if previous is not None:
+        if previous is not None and not all(row[6] for row in inflight):
             handled = await self.session.probe_previous_session(*previous)
         delivered, lost = [], []
-        for relay_id, _client, _room, _seq, sm_id, sm_seq in inflight:
-            reached = (
+        for relay_id, _client, _room, _seq, sm_id, sm_seq, acked in inflight:
+            reached = acked or (  # acked: the server had it; only its receipt was due
                 handled is not None and previous is not None and sm_id == previous[0]
                 and sm_seq is not None and (handled - sm_seq) & 0xFFFFFFFF < 0x80000000
             )
@@ -454,8 +455,8 @@ class App:
                         self.store.set_room_cursor(room, *cursor)
                     if mam is not None:
                         self.store.set_room_mam(room, mam)
-                case A.CatchUp(room, after, limit):
-                    session.catch_up(room, after, limit)
+                case A.CatchUp(room, after, limit, token):
+                    session.catch_up(room, after, limit, token)
                 case A.LoadPlayback(client, cursors, default, limit):
                     assert self.store is not None
                     found, more = self.store.messages_after(cursors, default, limit)
@@ -467,6 +468,12 @@ class App:
                 case A.SaveOffline(client, seq):
                     assert self.store is not None
                     self.store.set_offline_since(client, seq)
+                case A.AwaitReceipts(relay_ids):
+                    assert self.store is not None
+                    self.store.relays_acked(list(relay_ids))
+                case A.SaveReceipts(client, answers):
+                    assert self.store is not None
+                    self.store.set_answers_receipts(client, answers)
                 case A.RewindCursor(client, room, seq):
                     assert self.store is not None
                     self.store.rewind_cursor(client, room, seq)

@@ -90,6 +90,14 @@ MIGRATIONS: list[str] = [
     ALTER TABLE message ADD COLUMN key TEXT;
     CREATE INDEX message_room_stamp ON message (room, stamp)
     """,
+    # 4: the clients seen answering a relay's receipt request (XEP-0184)
+    """
+    ALTER TABLE client_seen ADD COLUMN receipts INTEGER NOT NULL DEFAULT 0
+    """,
+    # 5: relays the server has acknowledged, still in flight for their receipt
+    """
+    ALTER TABLE inflight ADD COLUMN acked INTEGER NOT NULL DEFAULT 0
+    """,
 ]
 
 
@@ -270,6 +278,17 @@ class Store:
     def offline_since(self) -> dict[str, int]:
         return dict(self.db.execute("SELECT client, offline_since FROM client_seen WHERE offline_since IS NOT NULL"))
 
+    def receipt_clients(self) -> set[str]:
+        return {c for (c,) in self.db.execute("SELECT client FROM client_seen WHERE receipts")}
+
+    def set_answers_receipts(self, client: str, answers: bool) -> None:
+        with self._transaction():
+            self.db.execute(
+                "INSERT INTO client_seen (client, receipts) VALUES (?, ?) "
+                "ON CONFLICT (client) DO UPDATE SET receipts = excluded.receipts",
+                (client, int(answers)),
+            )
+
     def set_offline_since(self, client: str, seq: int | None) -> None:
         with self._transaction():
             self.db.execute(
@@ -341,8 +360,16 @@ class Store:
         with self._transaction():
             self.db.executemany("DELETE FROM inflight WHERE relay_id = ?", [(r,) for r in relay_ids])
 
-    def inflight(self) -> list[tuple[str, str, str, int, str | None, int | None]]:
-        return list(self.db.execute("SELECT relay_id, client, room, seq, sm_id, sm_seq FROM inflight"))
+    def inflight(self) -> list[tuple[str, str, str, int, str | None, int | None, bool]]:
+        """(relay_id, client, room, seq, sm_id, sm_seq, acked by the server)."""
+        return [(*row[:6], bool(row[6])) for row in self.db.execute(
+            "SELECT relay_id, client, room, seq, sm_id, sm_seq, acked FROM inflight"
+        )]
+
+    def relays_acked(self, relay_ids: list[str]) -> None:
+        """The server has these relays; their receipts are due (they stay in flight)."""
+        with self._transaction():
+            self.db.executemany("UPDATE inflight SET acked = 1 WHERE relay_id = ?", [(r,) for r in relay_ids])
 
     def sm_session(self) -> tuple[str, int] | None:
         row = self.db.execute("SELECT sm_id, inbound FROM sm_session").fetchone()

@@ -124,7 +124,9 @@ class Delivery(RuleBasedStateMachine):
         self.cursors: dict[tuple[str, str], int] = {}
         self.offline_since: dict[str, int] = {}
         self.inflight: dict[str, tuple[str, str, int]] = {}
+        self.inflight_acked: set[str] = set()  # rows marked acked by the server (receipts due)
         self.settings: dict[str, object] = {}
+        self.answers_receipts: set[str] = set()  # as the store keeps it
         self.crash_after: int | None = None
         self.crashes = 0
         self.engine = self.new_engine()
@@ -151,6 +153,7 @@ class Delivery(RuleBasedStateMachine):
             },
             cursors=dict(self.cursors),
             offline_since=dict(self.offline_since),
+            receipts=set(self.answers_receipts),
         )
         return engine
 
@@ -191,8 +194,11 @@ class Delivery(RuleBasedStateMachine):
                         self.wire.append((relay_id, client, ref))
                     elif seq is not None:
                         self.reports.append(RelaysAcked((relay_id,), False))  # dropped
+            case A.AwaitReceipts(relay_ids):
+                self.inflight_acked.update(r for r in relay_ids if r in self.inflight)
             case A.MarkRelays(relay_ids, delivered):
                 for relay_id in relay_ids:
+                    self.inflight_acked.discard(relay_id)
                     row = self.inflight.pop(relay_id, None)
                     if row is not None and delivered:
                         key = (row[0], row[1])
@@ -217,6 +223,8 @@ class Delivery(RuleBasedStateMachine):
                     self.offline_since[client] = seq
             case A.SaveClient(resource, client_settings):
                 self.settings[resource] = client_settings
+            case A.SaveReceipts(client, answers):
+                (self.answers_receipts.add if answers else self.answers_receipts.discard)(client)
             case A.Join(room, nick):
                 if self.session:  # the room takes us in; our self-presence comes first
                     self.in_room.add(room)
@@ -236,9 +244,10 @@ class Delivery(RuleBasedStateMachine):
             reached_ids.add(relay_id)
         self.receipts.clear()  # for relays the next run settles by the server's count
         for relay_id, (client, room, seq) in list(self.inflight.items()):
-            if relay_id in reached_ids:
+            if relay_id in reached_ids or relay_id in self.inflight_acked:
                 self.cursors[(client, room)] = max(self.cursors.get((client, room), seq), seq)
             del self.inflight[relay_id]
+        self.inflight_acked.clear()
         self.session = False
         self.in_room.clear()
         self.inbound.clear()
@@ -292,12 +301,13 @@ class Delivery(RuleBasedStateMachine):
 
     def answer(self, pending: PendingCatchUp, error: bool) -> CatchUpDone:
         room, after, limit = pending.action.room, pending.action.after, pending.action.limit
+        token = pending.action.token
         if error:
-            return CatchUpDone(room, error="connection lost")
+            return CatchUpDone(room, error="connection lost", token=token)
         archive = self.archive[room]
         if after is None:
             head = (archive[-1].sid, archive[-1].stamp) if archive else None
-            return CatchUpDone(room, mam=True, head=head)
+            return CatchUpDone(room, mam=True, head=head, token=token)
         if after[0] is None:  # no id to go by (the archive was empty): a start time
             start = next((i for i, p in enumerate(archive) if p.stamp >= after[1]), len(archive))
         else:
@@ -317,7 +327,7 @@ class Delivery(RuleBasedStateMachine):
             )
             for p in shown
         )
-        return CatchUpDone(room, messages, len(found) - len(shown), mam=True)
+        return CatchUpDone(room, messages, len(found) - len(shown), mam=True, token=token)
 
     def ack(self, n: int) -> None:
         acked, self.wire = self.wire[:n], self.wire[n:]

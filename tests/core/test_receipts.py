@@ -16,7 +16,8 @@ def answering_engine():
     engine = joined_engine()
     first = say(engine, 1)
     engine.handle(RelaysAcked(tuple(first.values())), NOW + 1)
-    assert engine.handle(RelayReceived("phone", first["phone"]), NOW + 1) == []  # settled already
+    learnt = engine.handle(RelayReceived("phone", first["phone"]), NOW + 1)
+    assert learnt == [A.SaveReceipts("phone", True)]  # kept across restarts; the relay was settled
     assert engine.clients.receipts == {"phone"}
     return engine
 
@@ -88,3 +89,4 @@ def test_a_client_that_stops_answering_receipts_is_not_waited_for_forever(monkey
     assert len(engine.clients.awaiting) == 3
     assert engine.clients.cursors[("phone", ROOM)] == 3
     assert "phone" not in engine.clients.receipts  # the server's ack again, until a receipt
+    assert A.SaveReceipts("phone", False) in actions

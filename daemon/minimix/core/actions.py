@@ -180,6 +180,7 @@ class CatchUp(Action):
     room: str
     after: tuple[str | None, float] | None  # (archive id or None, time); None: first join
     limit: int
+    token: int = 0  # comes back with its pages and its CatchUpDone (a stale answer is ignored)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +199,22 @@ class SaveOffline(Action):
 
     client: str
     seq: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class AwaitReceipts(Action):
+    """The server has these relays; they stay in flight until their receipts come (a crash
+    meanwhile counts them as delivered: the server had them)."""
+
+    relay_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SaveReceipts(Action):
+    """Whether a client answers relays' receipt requests (XEP-0184), kept across restarts."""
+
+    client: str
+    answers: bool
 
 
 @dataclass(frozen=True, slots=True)

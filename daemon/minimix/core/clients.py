@@ -17,6 +17,7 @@ from minimix.core import actions as A
 from minimix.core import commands as C
 from minimix.core.events import (
     CatchUpDone,
+    CatchUpPage,
     ClientCommand,
     ClientPresence,
     ClientText,
@@ -106,6 +107,8 @@ class Clients:
     room_mam: dict[str, bool] = field(default_factory=dict)
     provisional: dict[str, tuple[None, float]] = field(default_factory=dict)  # first joins' cursors
     catching_up: dict[str, list[RoomMessage]] = field(default_factory=dict)  # live, held back
+    catch_up_tokens: dict[str, int] = field(default_factory=dict)  # room → its current CatchUp's token
+    catch_up_count: int = 0
     cursors: dict[tuple[str, str], int] = field(default_factory=dict)  # (client, room) → seq delivered
     offline_since: dict[str, int] = field(default_factory=dict)  # client → last seq before it left
     inflight: dict[str, tuple[str, str, int]] = field(default_factory=dict)  # relay id → (client, room, seq)
@@ -223,7 +226,14 @@ class Clients:
             return actions  # no archive: the join asked for the history since our cursor instead
         if cursor is not None:  # a first join has nothing to catch up: nothing to hold back
             self.catching_up[room] = []
-        return [*actions, A.CatchUp(room, cursor, self.catchup_max)]
+        self.catch_up_count += 1
+        self.catch_up_tokens[room] = self.catch_up_count
+        return [*actions, A.CatchUp(room, cursor, self.catchup_max, self.catch_up_count)]
+
+    def _stale(self, room: str, token: int | None) -> bool:
+        """An answer to a catch-up that is not the room's current one: a session before
+        asked, and its failure (or its late pages) must not end or feed the new one."""
+        return token is not None and self.catch_up_tokens.get(room) != token
 
     def known(self, room: str, keys: tuple[str, ...]) -> list[A.Action]:
         for key in keys:
@@ -236,7 +246,18 @@ class Clients:
             return self.room_cursor[room][1]
         return None
 
+    def catch_up_page(self, ev: CatchUpPage, now: float) -> list[A.Action]:
+        if ev.room not in self.catching_up or self._stale(ev.room, ev.token):
+            return []  # not (or no longer) catching up there: the session that asked is gone
+        actions: list[A.Action] = []
+        for msg in ev.messages:
+            actions += self._take(msg, now)
+        return actions
+
     def catch_up_done(self, ev: CatchUpDone, now: float) -> list[A.Action]:
+        if self._stale(ev.room, ev.token):
+            return []
+        self.catch_up_tokens.pop(ev.room, None)
         actions: list[A.Action] = []
         if ev.mam is not None and self.room_mam.get(ev.room) is not ev.mam:
             self.room_mam[ev.room] = ev.mam
@@ -258,8 +279,8 @@ class Clients:
         if ev.more:
             text = f"[{room_label(ev.room)}] {ev.more} more messages in {ev.room} not shown"
             actions += [A.Reply(c, text) for c in self.online if self.mode(c, ev.room) is not Mode.OFF]
-        if ev.messages or ev.error:
-            fields = {"room": ev.room, "messages": len(ev.messages), "more": ev.more}
+        if ev.messages or ev.streamed or ev.error:
+            fields = {"room": ev.room, "messages": ev.streamed + len(ev.messages), "more": ev.more}
             if ev.error:
                 fields["error"] = ev.error
             actions.append(A.Note("warning" if ev.error else "info", "caught up", fields))
@@ -273,7 +294,8 @@ class Clients:
         """The server has these relays (or never will).  A relay to a client that answers
         receipts is delivered when its receipt comes; until then it stays in flight (a crash
         meanwhile settles it by the server's count, like any other)."""
-        settled, owed = [], []
+        settled, owed, waiting = [], [], []
+        forgotten: list[A.Action] = []
         for relay_id in ev.relay_ids:
             entry = self.inflight.pop(relay_id, None)
             if entry is None:
@@ -282,6 +304,7 @@ class Clients:
             if ev.delivered and client in self.receipts:
                 if client in self.online:
                     self.awaiting[relay_id] = entry
+                    waiting.append(relay_id)
                 else:  # gone before the server had it: no receipt will come; owed
                     owed.append(relay_id)
                 continue
@@ -291,10 +314,14 @@ class Clients:
         while len(self.awaiting) > AWAITING_MAX:  # a client that stopped answering receipts
             relay_id, entry = next(iter(self.awaiting.items()))
             del self.awaiting[relay_id]
-            self.receipts.discard(entry[0])  # until it answers one again: the server's ack
+            if entry[0] in self.receipts:  # until it answers one again: the server's ack
+                self.receipts.discard(entry[0])
+                forgotten.append(A.SaveReceipts(entry[0], False))
             self._advance(*entry)
             settled.append(relay_id)  # (only a delivered ack adds to the awaiting ones)
-        actions = [A.MarkRelays(tuple(settled), ev.delivered)] if settled else []
+        actions = [*forgotten, A.MarkRelays(tuple(settled), ev.delivered)] if settled else []
+        if waiting:
+            actions.append(A.AwaitReceipts(tuple(r for r in waiting if r in self.awaiting)))
         return [*actions, A.MarkRelays(tuple(owed), False)] if owed else actions
 
     def _advance(self, client: str, room: str, seq: int) -> None:
@@ -307,12 +334,15 @@ class Clients:
         relayed = self.relayed.get(ev.relay_id)
         if relayed is None or relayed.client != ev.resource or relayed.seq is None:
             return []
-        self.receipts.add(ev.resource)
+        actions: list[A.Action] = []
+        if ev.resource not in self.receipts:
+            self.receipts.add(ev.resource)
+            actions.append(A.SaveReceipts(ev.resource, True))
         entry = self.awaiting.pop(ev.relay_id, None) or self.inflight.pop(ev.relay_id, None)
         if entry is None:
-            return []  # settled already (the server's ack, before we knew it answers receipts)
+            return actions  # settled already (the server's ack, before we knew it answers receipts)
         self._advance(*entry)
-        return [A.MarkRelays((ev.relay_id,), True)]
+        return [*actions, A.MarkRelays((ev.relay_id,), True)]
 
     def _unanswered(self, client: str | None, delivered: bool) -> list[A.Action]:
         """Relays still waiting for a receipt (of one client, or of all): settled now."""
@@ -442,6 +472,7 @@ class Clients:
         self.online.clear()
         self.deferred_playback.clear()
         self.catching_up.clear()  # the archive still has what was held back
+        self.catch_up_tokens.clear()  # answers to that session's catch-ups are stale
         # Receipts still due cannot reach a session that is gone: the server had those
         # relays while their clients were available, which is delivery for a client that
         # does not answer receipts; the same here.

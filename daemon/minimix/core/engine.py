@@ -8,13 +8,14 @@ a session event starts or stops the join pipeline; a room event goes to its room
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from minimix.core import actions as A
 from minimix.core.bookmarks import Bookmark, BookmarkSet, wants
 from minimix.core.clients import Clients
 from minimix.core.events import (
     CatchUpDone,
+    CatchUpPage,
     ClientCommand,
     ClientPresence,
     ClientText,
@@ -59,6 +60,7 @@ ACCOUNT_EVENTS = (
     ClientText,
     ClientCommand,
     CatchUpDone,
+    CatchUpPage,
     PlaybackLoaded,
     RelaysAcked,
     RelayBounced,
@@ -70,7 +72,7 @@ EVENTS = (RoomEvent, *ACCOUNT_EVENTS)
 AccountEvent = (
     SessionEstablished | SessionLost | PepBookmarksLoaded | PepBookmarkPublished | PepBookmarkRetracted
     | LegacyBookmarksLoaded | OccupantPresent | OccupantLeft | ClientPresence | RoomMessage | ClientText
-    | ClientCommand | CatchUpDone | PlaybackLoaded | RelaysAcked | RelayBounced
+    | ClientCommand | CatchUpDone | CatchUpPage | PlaybackLoaded | RelaysAcked | RelayBounced
     | RelayReceived | KnownMessages
 )
 
@@ -139,6 +141,8 @@ class Engine:
                 return self.clients.command(event, now)
             case CatchUpDone():
                 return self.clients.catch_up_done(event, now)
+            case CatchUpPage():
+                return self.clients.catch_up_page(event, now)
             case PlaybackLoaded():
                 return self.clients.playback_loaded(event)
             case RelaysAcked():
@@ -198,6 +202,7 @@ class Engine:
         rooms: Mapping[str, tuple[str | None, float | None, bool | None]],
         cursors: Mapping[tuple[str, str], int],
         offline_since: Mapping[str, int],
+        receipts: Iterable[str] = (),
     ) -> None:
         """The state kept in the store, at start."""
         c = self.clients
@@ -209,6 +214,7 @@ class Engine:
                 c.room_mam[room] = mam
         c.cursors.update(cursors)
         c.offline_since.update(offline_since)
+        c.receipts.update(receipts)
 
     def history_since(self, room: str) -> float | None:
         return self.clients.history_since(room)

@@ -252,6 +252,18 @@ class CatchUpDone:
     mam: bool | None = None  # does the room keep an archive (None: could not tell)
     head: tuple[str, float] | None = None  # the archive's newest id, when we had no cursor
     error: str | None = None
+    streamed: int = 0  # messages already handed over in CatchUpPage events, before these
+    token: int | None = None  # the CatchUp's: an answer to an older one (a session before) is ignored
+
+
+@dataclass(frozen=True, slots=True)
+class CatchUpPage:
+    """A page of the room's archive, oldest first, while the catch-up goes on (paged
+    forwards): taken at once; live messages stay held back until CatchUpDone."""
+
+    room: str
+    messages: tuple[RoomMessage, ...]
+    token: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,8 @@
 
 The query, result and fin XSOs, an inbound filter that takes the results of our queries
 away from the rest of the daemon (checking they come from the archive we asked), and the
-catch-up: the newest messages after our cursor, paged backwards with RSM (XEP-0059).
+catch-up: the newest messages after our cursor, paged with RSM (XEP-0059) — forwards, each
+page handed over as it comes, when the archive says they are few enough; else backwards.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aioxmpp
@@ -130,17 +132,30 @@ def _archived(result: Result) -> Archived | None:
 
 
 async def catch_up(
-    archives: Archives, room: aioxmpp.JID, after: tuple[str | None, float], limit: int, extended: bool
-) -> tuple[list[Archived], int]:
-    """The newest ``limit`` messages after ``after`` (oldest first), and how many more.
+    archives: Archives,
+    room: aioxmpp.JID,
+    after: tuple[str | None, float],
+    limit: int,
+    extended: bool,
+    on_page: Callable[[list[Archived]], None] | None = None,
+) -> tuple[list[Archived], int, int]:
+    """The newest ``limit`` messages after ``after`` (oldest first), how many more, and how
+    many of them were already handed to ``on_page``.
 
     With ``urn:xmpp:mam:2#extended`` the archive filters by id (``after-id``); without it
     (ejabberd), or without an id to go by, by time (``start``), and the pages are read
     backwards until the cursor's own id shows up.  Paging backwards from the end keeps the
-    newest messages when there are more than ``limit``.
+    newest messages when there are more than ``limit``, but nothing can be relayed before
+    the last page is in.  So when the archive counts no more than ``limit`` messages since
+    the cursor's time, the pages are read forwards instead and each goes to ``on_page`` as
+    it comes: its relays go out while the next pages are fetched.
     """
     after_id, after_stamp = after
     by_id = extended and after_id is not None
+    if by_id and on_page is not None and limit > 0:
+        streamed = await _forward(archives, room, after_id, after_stamp, limit, on_page)
+        if streamed is not None:
+            return [], 0, streamed
     found: list[Archived] = []  # newest first
     before = ""
     reached = False
@@ -165,7 +180,36 @@ async def catch_up(
     more = 0
     if not reached and found and len(found) >= limit:
         more = await _count_between(archives, room, after, found[-1].id_)
-    return list(reversed(found)), more
+    return list(reversed(found)), more, 0
+
+
+async def _forward(archives: Archives, room: aioxmpp.JID, after_id: str, after_stamp: float, limit: int,
+                   on_page: Callable[[list[Archived]], None]) -> int | None:
+    """Page forwards from our cursor, handing over each page, if the archive's count of
+    messages since the cursor's time (an RSM count, ``max`` 0: Prosody counts after its time
+    filters, not after its id filter) is at most ``limit``; None if it is more, or unsaid.
+
+    The count is a close estimate: it may include the cursor's own message, and miss others
+    archived in the same second (a server's archive times are whole seconds; ours is when we
+    got the message).  So one or a few more than ``limit`` may come; never more than twice
+    ``limit``.
+    """
+    _, fin = await archives.page(room, start=after_stamp, max_=0)
+    count = fin.rsm.count if fin.rsm is not None else None
+    if count is None or count > limit + 1:  # (+1: it may count the cursor's own message)
+        return None
+    streamed = 0
+    cursor = after_id
+    while streamed < 2 * limit:
+        page, fin = await archives.page(room, after=cursor, max_=min(PAGE, 2 * limit - streamed))
+        page = [a for a in page if a.id_ != after_id]
+        if page:
+            on_page(page)
+            streamed += len(page)
+            cursor = page[-1].id_
+        if fin.complete or not page:
+            break
+    return streamed
 
 
 async def _count_between(archives: Archives, room: aioxmpp.JID, after: tuple[str | None, float], oldest: str,

@@ -44,6 +44,7 @@ from minimix.core import actions as A
 from minimix.core.bookmarks import Bookmark, RawItem, Source
 from minimix.core.events import (
     CatchUpDone,
+    CatchUpPage,
     ClientPresence,
     ClientText,
     LegacyBookmarksLoaded,
@@ -1001,7 +1002,7 @@ class Session:
 
         self._spawn(ping(), f"self-ping {room}")
 
-    def catch_up(self, room: str, after: tuple[str, float] | None, limit: int) -> None:
+    def catch_up(self, room: str, after: tuple[str, float] | None, limit: int, token: int | None = None) -> None:
         """Fetch from the room's archive what came after ``after``; report CatchUpDone."""
 
         async def run() -> None:
@@ -1013,26 +1014,30 @@ class Session:
             try:
                 features = await self._features(jid)
                 if mam.NS_MAM not in features:
-                    self._post(CatchUpDone(room, mam=False))
+                    self._post(CatchUpDone(room, mam=False, token=token))
                     return
                 if after is None:  # first time here: only learn where the archive ends
-                    self._post(CatchUpDone(room, mam=True, head=await mam.newest_id(self._archives, jid)))
+                    self._post(CatchUpDone(room, mam=True, head=await mam.newest_id(self._archives, jid), token=token))
                     return
-                found, more = await mam.catch_up(self._archives, jid, after, limit, mam.NS_MAM_EXTENDED in features)
+                found, more, streamed = await mam.catch_up(
+                    self._archives, jid, after, limit, mam.NS_MAM_EXTENDED in features,
+                    on_page=lambda page: self._post(CatchUpPage(room, room_messages(page), token)),
+                )
             except (TimeoutError, aioxmpp.errors.XMPPError, ConnectionError) as exc:
-                self._post(CatchUpDone(room, error=_describe(exc)))
+                self._post(CatchUpDone(room, error=_describe(exc), token=token))
                 return
+            self._post(CatchUpDone(room, room_messages(found), more, mam=True, streamed=streamed, token=token))
+
+        def room_messages(archived: list[mam.Archived]) -> tuple[RoomMessage, ...]:
             messages = []
-            for archived in found:
-                message = archived.message
-                body = message.body.any() if message.body else None
-                subject = message.subject.any() if message.subject else None
+            for a in archived:
+                message = a.message
                 if message.type_ != aioxmpp.MessageType.GROUPCHAT or message.from_ is None:
                     continue
-                messages.append(
-                    room_message(room, message, body, subject, stamp=archived.stamp, archive_id=archived.id_)
-                )
-            self._post(CatchUpDone(room, tuple(messages), more, mam=True))
+                body = message.body.any() if message.body else None
+                subject = message.subject.any() if message.subject else None
+                messages.append(room_message(room, message, body, subject, stamp=a.stamp, archive_id=a.id_))
+            return tuple(messages)
 
         self._spawn(run(), f"catch up {room}")
 

@@ -1,0 +1,76 @@
+"""The catch-up's paging (xmpp/mam.py) against a fake archive: forwards, each page handed
+over as it comes, when the archive counts few enough messages since our cursor; backwards
+from the end (keeping the newest) when it counts more, or says nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import aioxmpp
+import pytest
+
+from minimix.xmpp import mam
+
+ROOM = aioxmpp.JID.fromstr("room@muc.example")
+
+
+class FakeArchive:
+    """Messages m0 (our cursor) … m{n}; ``count``: what a max=0 query says (None: nothing)."""
+
+    def __init__(self, n: int, count: int | None, page: int = 7) -> None:
+        self.items = [mam.Archived(f"m{i}", 1000.0 + i, SimpleNamespace(i=i)) for i in range(n + 1)]
+        self.count, self.page_size, self.queries = count, page, []
+
+    async def page(self, archive, *, after_id=None, start=None, before=None, after=None, max_=mam.PAGE):
+        self.queries.append("count" if max_ == 0 else "before" if before is not None else "after")
+        if max_ == 0:
+            return [], fin(count=self.count)
+        ids = [a.id_ for a in self.items]
+        max_ = min(max_, self.page_size)
+        if before is not None:  # backwards from `before` ("" = the end), after-id applied
+            end = len(ids) if before == "" else ids.index(before)
+            first = ids.index(after_id) + 1 if after_id else 0
+            got = self.items[max(first, end - max_) : end]
+            return got, fin(complete=end - max_ <= first, first=got[0].id_ if got else None)
+        start_at = ids.index(after) + 1
+        got = self.items[start_at : start_at + max_]
+        return got, fin(complete=start_at + max_ >= len(ids))
+
+
+def fin(count=None, complete=False, first=None):
+    rsm = SimpleNamespace(count=count, first=SimpleNamespace(value=first) if first else None)
+    return SimpleNamespace(rsm=rsm, complete=complete)
+
+
+def run(archive: FakeArchive, limit: int) -> tuple[list[str], list[list[str]], int, int]:
+    pages: list[list[str]] = []
+    found, more, streamed = asyncio.run(
+        mam.catch_up(archive, ROOM, ("m0", 1000.0), limit, True, on_page=lambda p: pages.append([a.id_ for a in p]))
+    )
+    return [a.id_ for a in found], pages, more, streamed
+
+
+def test_few_enough_messages_are_paged_forwards_and_handed_over_page_by_page():
+    archive = FakeArchive(20, count=21)  # the count may include the cursor's own message
+    found, pages, more, streamed = run(archive, limit=20)
+    assert found == [] and more == 0 and streamed == 20
+    assert [i for p in pages for i in p] == [f"m{i}" for i in range(1, 21)]  # in order, once
+    assert len(pages) == 3 and archive.queries[0] == "count"
+    assert "before" not in archive.queries
+
+
+@pytest.mark.parametrize("count", [22, None])
+def test_more_than_the_limit_or_no_count_pages_backwards_keeping_the_newest(count):
+    archive = FakeArchive(30, count=count)
+    found, pages, more, streamed = run(archive, limit=20)
+    assert pages == [] and streamed == 0
+    assert found == [f"m{i}" for i in range(11, 31)]
+    assert more == 10
+
+
+def test_a_count_that_was_short_brings_a_few_more_never_more_than_twice_the_limit():
+    archive = FakeArchive(50, count=5)  # a wrong count: paged forwards, bounded
+    _, pages, _, streamed = run(archive, limit=10)
+    assert streamed == 20
+    assert [i for p in pages for i in p] == [f"m{i}" for i in range(1, 21)]
