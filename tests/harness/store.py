@@ -40,3 +40,9 @@ def in_flight(d) -> list[tuple] | None:
     """Relays committed as sent whose fate the daemon does not know yet:
     (relay_id, client, room, seq)."""
     return query(d, "SELECT relay_id, client, room, seq FROM inflight ORDER BY seq")
+
+
+def awaiting_receipts(d) -> list[tuple] | None:
+    """Relays the server has acknowledged that wait for the client's receipt (XEP-0184):
+    (relay_id, client, room, seq)."""
+    return query(d, "SELECT relay_id, client, room, seq FROM inflight WHERE acked ORDER BY seq")

@@ -13,8 +13,9 @@ import time
 
 import pytest
 
-from harness import tostring
+from harness import tostring, wait_until
 from harness.relays import answers_to, post, relays_to, tally, texts, wait_text
+from harness.store import awaiting_receipts
 
 NICK = "Ally"
 
@@ -176,7 +177,7 @@ def test_a_client_that_answers_receipts_gets_again_what_it_never_answered(user):
     away (a connection that died under it) come again when it is back: once, in order."""
     room = user.room(prefix="receipts")
     user.phone.publish_bookmark(room, nick=NICK)
-    user.start({"relay": {"clients": {"tablet": "all"}}})
+    d = user.start({"relay": {"clients": {"tablet": "all"}}})
     user.wait_joined(room, NICK)
     tablet = user.other("tablet")
     post(user, room, ["answered"])
@@ -186,6 +187,10 @@ def test_a_client_that_answers_receipts_gets_again_what_it_never_answered(user):
     said = [f"never answered {i}" for i in range(1, 4)]
     post(user, room, said)
     wait_text(user, tablet, said[-1])  # they reach it, and it answers none of them
+    # The server has acknowledged them to the daemon: only their receipts are due.  (A relay
+    # the server acknowledges only after the client is back, logged in anew, is not covered:
+    # the closing note of issue 7 says why.)
+    wait_until(lambda: len(awaiting_receipts(d) or []) == 3)
 
     tablet.abort()  # its connection dies
     mark = come_back(user, tablet)
