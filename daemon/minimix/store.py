@@ -282,19 +282,19 @@ class Store:
         return {c for (c,) in self.db.execute("SELECT client FROM client_seen WHERE receipts")}
 
     def set_answers_receipts(self, client: str, answers: bool) -> None:
-        with self._transaction():
-            self.db.execute(
-                "INSERT INTO client_seen (client, receipts) VALUES (?, ?) "
-                "ON CONFLICT (client) DO UPDATE SET receipts = excluded.receipts",
-                (client, int(answers)),
-            )
+        self._set_client_seen(client, "receipts", int(answers))
 
     def set_offline_since(self, client: str, seq: int | None) -> None:
+        self._set_client_seen(client, "offline_since", seq)
+
+    def _set_client_seen(self, client: str, column: str, value: int | None) -> None:
+        """One column of a client's client_seen row (the others kept)."""
+        assert column in ("receipts", "offline_since")
         with self._transaction():
             self.db.execute(
-                "INSERT INTO client_seen (client, offline_since) VALUES (?, ?) "
-                "ON CONFLICT (client) DO UPDATE SET offline_since = excluded.offline_since",
-                (client, seq),
+                f"INSERT INTO client_seen (client, {column}) VALUES (?, ?) "
+                f"ON CONFLICT (client) DO UPDATE SET {column} = excluded.{column}",
+                (client, value),
             )
 
     def relays_sent(self, rows: list[tuple[str, str, str, int, str | None, int | None]],
