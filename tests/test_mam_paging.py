@@ -5,6 +5,7 @@ from the end (keeping the newest) when it counts more, or says nothing."""
 from __future__ import annotations
 
 import asyncio
+import time
 from types import SimpleNamespace
 
 import aioxmpp
@@ -74,3 +75,55 @@ def test_a_count_that_was_short_brings_a_few_more_never_more_than_twice_the_limi
     _, pages, _, streamed = run(archive, limit=10)
     assert streamed == 20
     assert [i for p in pages for i in p] == [f"m{i}" for i in range(1, 21)]
+
+
+# -- against the real Prosody: what the choice between the two rests on -------------------------
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("limit, forwards", [(500, True), (50, False)])
+def test_prosodys_count_since_the_cursor_picks_the_paging(prosody, limit, forwards):
+    """Prosody's RSM count for a ``start`` filter counts what came since then (its id filter
+    would not be counted): within the limit the room is read forwards, page by page, else
+    backwards keeping the newest.  Either way: what came after the cursor, once, in order."""
+    from harness import NS, TestClient, el_of
+    from minimix.xmpp import compat
+
+    compat.apply()
+    room = prosody.new_room("paging")
+    said = [f"after {i:03d}" for i in range(120)]  # in a burst, most in the cursor's second
+    with TestClient(prosody, prosody.new_account(), "bob") as bob:
+        bob.join(room, "bob")
+        bob.say(room, "the cursor")
+        cursor = bob.wait_groupchat(room, "the cursor")
+        cursor_stamp = time.time()  # as the daemon stamps a live message: when it came
+        cursor_id = el_of(cursor).find("sid:stanza-id", NS).get("id")
+        for text in said:
+            bob.say(room, text)
+        bob.wait_groupchat(room, said[-1])
+    reader = prosody.new_account()
+
+    async def main():
+        client = compat.MinimixClient(
+            aioxmpp.JID.fromstr(f"{reader.jid}/mam"),
+            compat.security_layer(reader.password, str(prosody.ca_file)),
+            delay_for=lambda attempt: 1.0,
+            override_peer=[(prosody.host, prosody.port, aioxmpp.connector.STARTTLSConnector())],
+            pin_peer=True,
+        )
+        pages: list[list[mam.Archived]] = []
+        async with client.connected():
+            found, more, streamed = await mam.catch_up(
+                mam.Archives(client), aioxmpp.JID.fromstr(room), (cursor_id, cursor_stamp), limit, True,
+                on_page=pages.append,
+            )
+        return found, more, streamed, pages
+
+    found, more, streamed, pages = asyncio.run(asyncio.wait_for(main(), 60))
+    got = [a.message.body.any() for page in pages for a in page] + [a.message.body.any() for a in found]
+    if forwards:
+        assert streamed == len(said) and len(pages) > 1 and found == []
+        assert got == said
+    else:
+        assert streamed == 0 and pages == []
+        assert got == said[-limit:] and more == len(said) - limit

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import math
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -189,12 +190,13 @@ async def _forward(archives: Archives, room: aioxmpp.JID, after_id: str, after_s
     messages since the cursor's time (an RSM count, ``max`` 0: Prosody counts after its time
     filters, not after its id filter) is at most ``limit``; None if it is more, or unsaid.
 
-    The count is a close estimate: it may include the cursor's own message, and miss others
-    archived in the same second (a server's archive times are whole seconds; ours is when we
-    got the message).  So one or a few more than ``limit`` may come; never more than twice
-    ``limit``.
+    The count is from the start of the cursor's second (a server's archive times are whole
+    seconds; ours is when we got the message): it includes the cursor's own message, and
+    any said just before it in that second.  So it errs towards paging backwards; a count
+    that is still short (a server clock ahead of ours) brings a few more than ``limit``,
+    never more than twice ``limit``.
     """
-    _, fin = await archives.page(room, start=after_stamp, max_=0)
+    _, fin = await archives.page(room, start=math.floor(after_stamp), max_=0)
     count = fin.rsm.count if fin.rsm is not None else None
     if count is None or count > limit + 1:  # (+1: it may count the cursor's own message)
         return None
