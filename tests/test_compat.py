@@ -10,6 +10,7 @@ from unittest import mock
 
 import aioxmpp
 import aioxmpp.bookmarks.xso as legacy_xso
+import aioxmpp.nonza
 import aioxmpp.presence.service
 import aioxmpp.protocol
 import aioxmpp.xml
@@ -600,3 +601,218 @@ def test_stock_stanza_loop_answers_the_ack_request_at_once():
     compat._orig_process_incoming(stream, xmlstream, (aioxmpp.nonza.SMRequest(), None))
     (answer,), _ = xmlstream.send_xso.call_args
     assert answer.counter == 41
+
+
+# -- 15. four layers of Python and an XSO for every room message --------------------------------
+
+ROOM = "room@muc.example.org"
+FAST = (
+    b"<message from='room@muc.example.org/bob' to='me@example.org/mm' type='groupchat' id='f1' xml:lang='en'>"
+    b"<body>hi &amp; \xc3\xbc</body><body xml:lang='de'>hallo</body>"
+    b"<stanza-id xmlns='urn:xmpp:sid:0' by='other@example.org' id='nope'/>"
+    b"<stanza-id xmlns='urn:xmpp:sid:0' by='room@muc.example.org' id='S1'/>"
+    b"<origin-id xmlns='urn:xmpp:sid:0' id='O1'/>"
+    b"<delay xmlns='urn:xmpp:delay' from='room@muc.example.org' stamp='2026-01-02T03:04:05.5Z'/>"
+    b"<reactions xmlns='urn:xmpp:reactions:0' id='x'><reaction>\xf0\x9f\x91\x8d</reaction></reactions></message>"
+)
+SM_R = b"<r xmlns='urn:xmpp:sm:3'/>"
+SUBJECT = b"<message from='room@muc.example.org/al' type='groupchat' id='f2'><subject>news</subject></message>"
+CLEARED = b"<message from='room@muc.example.org/al' type='groupchat' id='f3'><subject/></message>"
+BARE = b"<message from='room@muc.example.org/al' type='groupchat' id='f4'/>"
+ELSEWHERE = b"<message from='other@muc.example.org/al' type='groupchat' id='s1'><body>x</body></message>"
+PM = b"<message from='room@muc.example.org/al' type='chat' id='s2'><body>psst</body></message>"
+PREFIXED = (
+    b"<c:message xmlns:c='jabber:client' from='room@muc.example.org/al' type='groupchat' id='s3'>"
+    b"<c:body>y</c:body></c:message>"
+)
+AFTER = b"<message from='room@muc.example.org/al' type='groupchat' id='f5'><body>last</body></message>"
+
+
+class _HookedStream:
+    """What patch 15 asks of the stanza stream: the rooms and the hook."""
+
+    def __init__(self, rooms):
+        self.minimix_rooms = rooms
+        self.minimix_room_stanza = lambda stanza: None
+
+
+def hooked_stream(rooms) -> tuple[aioxmpp.protocol.XMLStream, list]:
+    """A real XMLStream (in a running loop) whose stanza stream has patch 15's hook set
+    (``rooms`` None: no hook), and the list it hands its stanzas to."""
+    future = asyncio.get_running_loop().create_future()
+    xs = aioxmpp.protocol.XMLStream(to=aioxmpp.JID.fromstr("example.org"), features_future=future)
+    got: list = []
+    for cls in (aioxmpp.Message, aioxmpp.nonza.SMRequest):
+        xs.stanza_parser.add_class(cls, got.append)
+    xs._minimix_stanza_stream = _HookedStream(rooms)
+    xs.connection_made(mock.Mock())
+    return xs, got
+
+
+def routed(chunks, rooms=frozenset({ROOM})):
+    """What a real XMLStream fed ``chunks`` hands its stanza stream, with patch 15's hook set."""
+
+    async def feed():
+        xs, got = hooked_stream(rooms)
+        for chunk in chunks:
+            xs.data_received(chunk)
+        return got, xs
+
+    return asyncio.run(feed())
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_room_messages_are_read_without_xsos(seed):
+    data = STREAM_HEADER + FAST + SM_R + b"\n" + SUBJECT + CLEARED + BARE + ELSEWHERE + PM + PREFIXED + ARCHIVED + AFTER
+    got, xs = routed(split(data, seed))
+    fast, r, subject, cleared, bare, elsewhere, pm, prefixed, archived, after = got
+    assert fast == compat.RoomStanza(
+        ROOM, "bob", "f1", "hi & ü", None, False, "S1", "O1",
+        dt.datetime(2026, 1, 2, 3, 4, 5, 500000, dt.UTC).timestamp(), with_xmlns(FAST),
+    )  # fmt: skip
+    assert isinstance(r, aioxmpp.nonza.SMRequest)
+    assert (subject.subject, subject.has_subject, subject.body) == ("news", True, None)
+    assert (cleared.subject, cleared.has_subject) == (None, True)
+    assert bare == compat.RoomStanza(ROOM, "al", "f4", None, None, False, None, None, None, None)
+    # not a listed room's groupchat at the top level: parsed as before
+    for stanza in (elsewhere, pm, prefixed, archived):
+        assert isinstance(stanza, aioxmpp.Message)
+    assert archived.xep0313_result.forwarded.stanza.body.any() == "old"  # nested: never taken
+    assert compat.raw_message(archived.xep0313_result.forwarded.stanza) == INNER.decode()
+    assert after.body == "last" and after.text == with_xmlns(AFTER)  # the parser's state is intact
+    assert len(xs._minimix_rx.data) < 20  # nothing held once the stanzas are complete
+
+
+def test_without_the_hook_room_messages_are_xsos():
+    got, _ = routed([STREAM_HEADER + FAST + AFTER], rooms=None)
+    assert all(isinstance(m, aioxmpp.Message) for m in got)
+    got, _ = routed([STREAM_HEADER + ELSEWHERE], rooms=frozenset())
+    assert isinstance(got[0], aioxmpp.Message)
+
+
+def python_calls(chunks, rooms) -> int:
+    """How many Python function calls parsing ``chunks`` (after the stream header) takes."""
+    import sys
+
+    async def feed():
+        xs, _ = hooked_stream(rooms)
+        xs.data_received(STREAM_HEADER)
+        for chunk in chunks:  # warm: the JID and name caches filled
+            xs.data_received(chunk)
+        calls = 0
+
+        def count(frame, event, arg):
+            nonlocal calls
+            calls += event == "call"
+
+        sys.setprofile(count)
+        try:
+            for chunk in chunks:
+                xs.data_received(chunk)
+        finally:
+            sys.setprofile(None)
+        return calls
+
+    return asyncio.run(feed())
+
+
+def test_a_room_message_costs_a_fraction_of_the_xso_parse():
+    """The cost the patch removes, counted in Python calls (not timed): the four layers per
+    SAX event and the XSO build, for a room message and the <r/> after it."""
+    fast = python_calls([FAST + SM_R], frozenset({ROOM}))
+    stock = python_calls([FAST + SM_R], None)
+    assert fast * 5 < stock, (fast, stock)
+
+
+def test_a_room_stanza_is_counted_and_goes_to_the_hook():
+    stream, xmlstream = sm_stream()
+    taken = []
+    stream.minimix_room_stanza = taken.append
+    stanza = compat.RoomStanza(ROOM, "al", "f4", "x", None, False, None, None, None, "<message/>")
+    compat._process_incoming(stream, xmlstream, (stanza, None))
+    assert taken == [stanza] and stream._sm_inbound_ctr == 42
+
+
+def test_a_failing_hook_costs_the_stanza_not_the_stream(caplog):
+    stream, xmlstream = sm_stream()
+    stream.minimix_room_stanza = mock.Mock(side_effect=RuntimeError("bug"))
+    stanza = compat.RoomStanza(ROOM, "al", "f4", "x", None, False, None, None, None, "<message/>")
+    compat._process_incoming(stream, xmlstream, (stanza, None))  # does not raise
+    assert stream._sm_inbound_ctr == 42
+
+
+# -- 16. a relay waits two more turns of the loop ---------------------------------------------------
+
+
+def test_the_daemon_handles_what_was_taken_before_the_ack_answer():
+    """The hook runs before an <r/> is answered (so what the daemon sends for the stanzas
+    before it goes first) and once at the end of what was taken in one go."""
+    stream, xmlstream = sm_stream()
+    seen = []
+    stream.minimix_stanzas_taken = lambda: seen.append("hook")
+    xmlstream.send_xso.side_effect = lambda xso: seen.append(f"answer {as_sent(xso).counter}")
+    stream._incoming_queue.put_nowait((aioxmpp.nonza.SMRequest(), None))
+    stream._incoming_queue.put_nowait(("another stanza", None))
+
+    def handled(self, xs, entry):
+        seen.append(entry[0])
+        self._sm_inbound_ctr += 1
+
+    with mock.patch.object(compat, "_orig_process_incoming", handled):
+        compat._process_incoming(stream, xmlstream, ("a room message", None))
+    assert seen == ["a room message", "hook", "answer 42", "another stanza", "hook"]
+
+
+def test_a_failing_hook_does_not_stop_the_stream():
+    stream, xmlstream = sm_stream()
+    stream.minimix_stanzas_taken = mock.Mock(side_effect=RuntimeError("bug"))
+    with mock.patch.object(compat, "_orig_process_incoming", lambda *a: None):
+        compat._process_incoming(stream, xmlstream, ("a stanza", None))  # does not raise
+    assert stream._minimix_taking is False
+
+
+def queued_stream(locked: bool = False):
+    """A stanza stream, running, with one stanza queued for sending."""
+    stream = aioxmpp.stream.StanzaStream(aioxmpp.JID.fromstr("me@example.org"))
+    stream._xmlstream = xmlstream = mock.Mock()
+    stream._task = mock.Mock()
+    stream._task.done.return_value = False
+    token = aioxmpp.stream.StanzaToken(aioxmpp.Message(type_=aioxmpp.MessageType.CHAT, to=aioxmpp.JID.fromstr("a@b/c")))
+    stream._active_queue.put_nowait(token)
+    if locked:
+        stream._broker_lock._locked = True
+    return stream, xmlstream, token
+
+
+def test_what_the_daemon_queued_is_written_at_once():
+    async def run():
+        stream, xmlstream, token = queued_stream()
+        compat.send_queued(stream)
+        assert xmlstream.send_xso.call_args_list[0].args[0] is token.stanza
+        assert stream._active_queue.empty() and token.state == aioxmpp.stream.StanzaState.SENT_WITHOUT_SM
+
+    asyncio.run(run())
+
+
+def test_nothing_is_written_while_a_negotiation_holds_the_stream():
+    async def run():
+        stream, xmlstream, token = queued_stream(locked=True)
+        compat.send_queued(stream)
+        assert not xmlstream.send_xso.called and len(stream._active_queue) == 1
+        stream._minimix_taking = True  # inside the stanza loop's own turn: it holds the lock
+        compat.send_queued(stream)
+        assert stream._active_queue.empty()
+
+    asyncio.run(run())
+
+
+def test_stock_stanzas_wait_for_the_loops_next_turn():
+    """Without the patch a queued stanza goes out only when the stanza loop's task runs."""
+
+    async def run():
+        stream, xmlstream, token = queued_stream()
+        stream._task.done.return_value = True  # not running: send_queued leaves it too
+        compat.send_queued(stream)
+        assert not xmlstream.send_xso.called and len(stream._active_queue) == 1
+
+    asyncio.run(run())

@@ -105,7 +105,12 @@ class PruneDue:
     pass
 
 
-QUIET_EVENTS = (RoomActivity, RoomMessage, RelaysAcked, RelayReceived, WatchdogDue, SnapshotDue, PruneDue)  # events that change nothing `status` shows
+@dataclass(frozen=True, slots=True)
+class Wake:
+    """Nothing to do: the loop's task is to look at its state (set while it was idle)."""
+
+
+QUIET_EVENTS = (RoomActivity, RoomMessage, RelaysAcked, RelayReceived, WatchdogDue, SnapshotDue, PruneDue, Wake)  # events that change nothing `status` shows
 SNAPSHOT_DELAY_S = 0.5
 
 PRUNE_INTERVAL_S = 3600.0
@@ -162,11 +167,31 @@ class App:
         self._status = ""
         self._connection = "connecting"
         self._snapshot_pending = False
+        self._idle = False  # the loop's task is parked, waiting for an event (see handle_now)
 
     # -- wiring --------------------------------------------------------------------------
 
     def post(self, event: object) -> None:
         self.queue.put_nowait(event)
+
+    def handle_now(self) -> None:
+        """Handle what is queued now, in the caller's turn, if the loop's task is idle.
+
+        The session calls this once the stanzas it received in one go are events.  They
+        are handled exactly as the loop's next turn would handle them (in order, one store
+        commit), and what they send goes out at once: a relay leaves a loop turn sooner.
+        Never two at a time: the loop's task is parked waiting for an event, and is not
+        idle meanwhile; were it busy, the events would wait for it as before.
+        """
+        if not self._idle or self.queue.empty():
+            return
+        self._idle = False
+        try:
+            self._handle(self._queued([]))
+        finally:
+            self._idle = True
+        if self.stopping or self.exit_code is not None:
+            self.post(Wake())  # the loop's task decides what now
 
     async def _post_async(self, event: object) -> None:
         # apscheduler runs plain functions in a thread pool; coroutines run in the loop.
@@ -198,6 +223,7 @@ class App:
             reconnect_delay=self._reconnect_delay,
             rooms=lambda: sorted({*self.engine.effective, *self.engine.rooms.rooms}),
             ack_mark=self.ack_mark.write if self.ack_mark is not None else None,
+            on_received=self.handle_now,
         )
         self.scheduler.add_job(self._post_async, "interval", seconds=PRUNE_INTERVAL_S, args=[PruneDue()], id="prune")
         log.info("starting", jid=str(self.jid), server=self._server_label())
@@ -295,23 +321,12 @@ class App:
                 except TimeoutError:
                     continue
             else:
-                event = await self.queue.get()
-            # What is queued already is handled in one go, its store writes committed once
-            # at the end: nothing enqueued meanwhile reaches the socket before that commit,
-            # as aioxmpp writes only once this task awaits again.
-            events = [event]
-            while len(events) < DISPATCH_BATCH and not self.queue.empty():
-                events.append(self.queue.get_nowait())
-            with self.store.grouped() if self.store is not None else contextlib.nullcontext():
-                for event in events:
-                    try:
-                        self._dispatch(event)
-                    except Exception:  # a bug must cost one event, never the daemon
-                        log.exception("internal error while handling an event", event=type(event).__name__)
-            self._update_status()
-            if any(not isinstance(e, QUIET_EVENTS) for e in events) and not self._snapshot_pending:
-                self._snapshot_pending = True
-                self._schedule_once("status-snapshot", SNAPSHOT_DELAY_S, SnapshotDue())
+                self._idle = True
+                try:
+                    event = await self.queue.get()
+                finally:
+                    self._idle = False
+            self._handle(self._queued([event]))
         if self.stopping and self.exit_code is None:
             if self.session is not None:
                 await self.session.drain(2.0)
@@ -320,6 +335,27 @@ class App:
                 if isinstance(event, RelaysAcked | RelayReceived | RelayBounced):
                     self._dispatch(event)
             self.exit_code = EX_OK
+
+    def _queued(self, events: list[object]) -> list[object]:
+        while len(events) < DISPATCH_BATCH and not self.queue.empty():
+            events.append(self.queue.get_nowait())
+        return events
+
+    def _handle(self, events: list[object]) -> None:
+        """Events handled in one go: their store writes are committed once, at the end, and
+        only then does what they queued for the server go out."""
+        with self.store.grouped() if self.store is not None else contextlib.nullcontext():
+            for event in events:
+                try:
+                    self._dispatch(event)
+                except Exception:  # a bug must cost one event, never the daemon
+                    log.exception("internal error while handling an event", event=type(event).__name__)
+        if self.session is not None:
+            self.session.send_now()
+        self._update_status()
+        if any(not isinstance(e, QUIET_EVENTS) for e in events) and not self._snapshot_pending:
+            self._snapshot_pending = True
+            self._schedule_once("status-snapshot", SNAPSHOT_DELAY_S, SnapshotDue())
 
     # -- dispatch ------------------------------------------------------------------------
 
@@ -369,6 +405,8 @@ class App:
             case SnapshotDue():
                 self._snapshot_pending = False
                 self._write_snapshot()
+            case Wake():
+                pass
             case ConnectFailed(error, retry_in):
                 self._connection = f"cannot reach the server ({error}); retrying in {retry_in:.0f} s"
                 log.warning("connection failed", server=self._server_label(), error=error, retry_in=round(retry_in, 1))

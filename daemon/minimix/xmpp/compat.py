@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import datetime
 import functools
 import logging
 import socket
@@ -35,9 +37,11 @@ import aioxmpp.xso
 import dns.resolver
 import lxml.etree
 import OpenSSL.SSL
+import structlog
 from cryptography import x509 as cx509
 
 _applied = False
+log = structlog.get_logger("minimix.xmpp")
 
 # -- 1. TLS hostname check ------------------------------------------------------------
 # Defect: aioxmpp.security_layer.check_x509_hostname calls pyOpenSSL's
@@ -441,13 +445,15 @@ _orig_parse_events = aioxmpp.xso.model.XMLStreamClass.parse_events
 class _Received:
     """The bytes fed to one parser that an unfinished <message/> may still need."""
 
-    __slots__ = ("parser", "data", "base", "starts")
+    __slots__ = ("parser", "xmlstream", "data", "base", "starts", "router")
 
-    def __init__(self, parser: Any) -> None:
+    def __init__(self, parser: Any, xmlstream: Any = None) -> None:
         self.parser = parser  # xml.sax ExpatParser; its pyexpat parser counts bytes from 0
+        self.xmlstream = xmlstream
         self.data = bytearray()
         self.base = 0  # the parser's byte index of data[0]
         self.starts: list[int] = []  # byte indexes of the <message> start tags still open
+        self.router: _Router | None = None
 
     def index(self) -> int:
         return self.parser._parser.CurrentByteIndex
@@ -464,15 +470,21 @@ class _Received:
             del self.data[: keep - self.base]
             self.base = keep
 
-    def keep(self, obj: Any, start: int, end: int) -> None:
+    def text(self, start: int, end: int) -> tuple[bytes, int] | None:
+        """The element from ``start`` to its end tag at ``end`` as fed, and where in it
+        that end tag starts; None for an empty element or what is no longer held."""
         if end <= start:  # <message/>: an empty element, nothing to forward
-            return
+            return None
         s, e = start - self.base, end - self.base
         if s < 0 or e >= len(self.data) or self.data[e : e + 2] != b"</":
-            return
+            return None
         close = self.data.find(b">", e)
-        if close > 0:
-            _raw_texts[obj] = (bytes(self.data[s : close + 1]), e - s)
+        return (bytes(self.data[s : close + 1]), e - s) if close > 0 else None
+
+    def keep(self, obj: Any, start: int, end: int) -> None:
+        kept = self.text(start, end)
+        if kept is not None:
+            _raw_texts[obj] = kept
 
 
 _feeding: _Received | None = None  # what is being parsed now (parsing is synchronous)
@@ -485,7 +497,7 @@ def _rx_feed(self: Any, blob: bytes) -> None:
     if parser is None:
         return _orig_rx_feed(self, blob)
     if rx is None or rx.parser is not parser:  # a new stream (STARTTLS, SASL): a new count
-        rx = self._minimix_rx = _Received(parser)
+        rx = self._minimix_rx = _Received(parser, self)
     rx.data += blob
     _feeding = rx
     try:
@@ -493,6 +505,8 @@ def _rx_feed(self: Any, blob: bytes) -> None:
     finally:
         _feeding = None
         rx.trim()
+    if rx.router is None and getattr(parser, "_parser", None) is not None:
+        rx.router = _Router(rx)  # patch 15, once expat is set up (on the first feed)
 
 
 def _message_parse_events(cls: Any, ev_args: Any, parent_ctx: Any) -> Any:
@@ -531,6 +545,186 @@ def raw_message(message: Any, insert: str = "") -> str | None:
             return candidate.decode()
         return None
     return None
+
+
+# -- 15. four layers of Python and an XSO for every room message -------------------------------
+# Cost (latency): each SAX event of a stanza goes through four layers of Python (expatreader,
+# XMPPXMLProcessor, SAXDriver, XSOParser) into the descriptors of every module loaded, which
+# build an XSO: 85 us for a room message and 45 us for the <r/> Prosody sends after it on a
+# warm CPU, 170 and 125 us when the daemon wakes up to them (measured), a third of a relay's
+# time inside the daemon.  Once a stream is open, pyexpat's element handlers are a _Router's.
+# It takes two kinds of top-level element itself, when the stanza stream is ready for them:
+# - a groupchat <message/> from a room in the stanza stream's ``minimix_rooms`` (bare JIDs),
+#   if it has a ``minimix_room_stanza`` hook: the elements inside only count depth; at its end
+#   the text it arrived as (patch 11) is read with lxml (which checks it) into a RoomStanza;
+# - an XEP-0198 <r/>: the one SMRequest (it holds nothing).
+# What it takes goes to the stanza stream's queue as a parsed stanza would, in order; a
+# RoomStanza is counted for XEP-0198 as any stanza is and goes to the hook instead of the
+# inbound filters (patch 13).  Everything else (a prefixed element too) is parsed as before.
+
+NS_SID = "urn:xmpp:sid:0"
+NS_DELAY = "urn:xmpp:delay"
+_XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RoomStanza:
+    """A groupchat message from a room, as read by patch 15 (what the daemon needs of it)."""
+
+    room: str  # the room's bare JID (from, prepared)
+    nick: str | None  # the sender's occupant nick (from's resource)
+    id_: str | None
+    body: str | None
+    subject: str | None  # the subject's text; None also for an empty <subject/> (see has_subject)
+    has_subject: bool
+    stanza_id: str | None  # the room's archive id (XEP-0359 by=room)
+    origin_id: str | None
+    stamp: float | None  # its first XEP-0203 delay, else None
+    text: str | None  # the stanza as it arrived, declaring jabber:client; None if empty
+
+
+class _Router:
+    """pyexpat's element handlers once a stream is open: the top-level elements patch 15
+    reads itself are taken here, everything else goes to ExpatParser's handlers as before.
+    XMPPXMLProcessor never sees a taken element, so its depth stays right."""
+
+    __slots__ = ("rx", "expat", "start", "end", "chars", "processor", "kind", "depth", "at", "room", "id_",
+                 "senders")
+
+    def __init__(self, rx: _Received) -> None:
+        self.rx = rx
+        self.expat = expat = rx.parser._parser
+        self.start, self.end, self.chars = expat.StartElementHandler, expat.EndElementHandler, expat.CharacterDataHandler
+        self.processor = rx.parser._cont_handler
+        self.kind: str | None = None  # what is being taken: "message", "r"; None: nothing
+        self.depth = 0
+        self.at = 0
+        self.room: tuple[str, str | None] = ("", None)
+        self.id_: str | None = None
+        self.senders: dict[str, tuple[str, str | None] | None] = {}  # from → (room, nick), parsed once
+        expat.StartElementHandler, expat.EndElementHandler = self.on_start, self.on_end
+
+    def _receiver(self, cls: type) -> Callable[[Any], None] | None:
+        return self.rx.xmlstream.stanza_parser.get_class_map().get(cls)
+
+    def on_start(self, name: str, attrs: dict[str, str]) -> None:
+        if self.kind is not None:
+            self.depth += 1
+            return
+        processor = self.processor
+        if processor._depth == 1 and processor._state is aioxmpp.xml.ProcessorState.STREAM_HEADER_PROCESSED:
+            if name == "jabber:client message":  # unprefixed (a prefix would be a third part)
+                if attrs.get("type") == "groupchat" and (room := self._room(attrs.get("from"))) is not None:
+                    self.room, self.id_ = room, attrs.get("id")
+                    self._take("message")
+                    self.rx.starts.append(self.at)
+                    return
+            elif name == "urn:xmpp:sm:3 r" and self._receiver(aioxmpp.nonza.SMRequest) is not None:
+                return self._take("r")
+        self.start(name, attrs)
+
+    def _room(self, sender: str | None) -> tuple[str, str | None] | None:
+        stream = getattr(self.rx.xmlstream, "_minimix_stanza_stream", None)
+        rooms = getattr(stream, "minimix_rooms", None)
+        if rooms is None or sender is None or self._receiver(aioxmpp.Message) is None:
+            return None
+        try:
+            room = self.senders[sender]
+        except KeyError:
+            if len(self.senders) > SENDERS_KEPT:
+                self.senders.clear()
+            try:
+                jid = aioxmpp.JID.fromstr(sender)
+                room = self.senders[sender] = (str(jid.bare()), jid.resource)
+            except ValueError:
+                room = self.senders[sender] = None
+        return room if room is not None and room[0] in rooms else None
+
+    def _take(self, kind: str) -> None:
+        self.kind, self.depth, self.at = kind, 0, self.rx.index()
+        self.expat.CharacterDataHandler = None
+
+    def on_end(self, name: str) -> None:
+        kind = self.kind
+        if kind is None:
+            return self.end(name)
+        if self.depth:
+            self.depth -= 1
+            return
+        self.kind = None
+        self.expat.CharacterDataHandler = self.chars
+        if kind == "r":
+            receiver, taken = self._receiver(aioxmpp.nonza.SMRequest), SM_REQUEST
+        else:
+            rx, at = self.rx, self.at
+            rx.starts.remove(at)
+            receiver, taken = self._receiver(aioxmpp.Message), self._read(rx.text(at, rx.index()))
+        if receiver is not None:
+            receiver(taken)
+
+    def _read(self, kept: tuple[bytes, int] | None) -> RoomStanza:
+        try:
+            return read_room_stanza(self.room, self.id_, kept)
+        except (ValueError, lxml.etree.XMLSyntaxError) as exc:  # expat took it: a bug of ours, not the room's
+            log.warning("a room message could not be read; skipped", room=self.room[0], error=str(exc))
+            return RoomStanza(*self.room, self.id_, None, None, False, None, None, None, None)
+
+def read_room_stanza(room: tuple[str, str | None], id_: str | None, kept: tuple[bytes, int] | None) -> RoomStanza:
+    jid, nick = room
+    if kept is None:  # <message/>: nothing in it
+        return RoomStanza(jid, nick, id_, None, None, False, None, None, None, None)
+    raw = kept[0]
+    text = b"<message xmlns='jabber:client'" + raw[8:]
+    try:
+        root = lxml.etree.fromstring(text)
+    except lxml.etree.XMLSyntaxError:  # it declares jabber:client itself (or a prefix)
+        text = raw
+        root = lxml.etree.fromstring(text)
+    if root.tag != "{jabber:client}message" or root.get("id") != id_:
+        raise ValueError("the kept text is not the message parsed")
+    body = subject = stanza_id = origin_id = stamp = None
+    has_subject = False
+    body_lang = "-"
+    for child in root:
+        tag = child.tag
+        if tag == "{jabber:client}body":
+            lang = child.get(_XML_LANG)
+            if body_lang == "-" or (lang is None and body_lang is not None):  # as LanguageMap.any()
+                body, body_lang = child.text, lang
+        elif tag == "{jabber:client}subject":
+            if not has_subject or child.get(_XML_LANG) is None:
+                subject, has_subject = child.text or None, True
+        elif tag == f"{{{NS_SID}}}stanza-id":
+            if stanza_id is None and child.get("by") == jid:
+                stanza_id = child.get("id")
+        elif tag == f"{{{NS_SID}}}origin-id":
+            origin_id = origin_id or child.get("id")
+        elif tag == f"{{{NS_DELAY}}}delay" and stamp is None:
+            stamp = delay_stamp(child.get("stamp"))
+    return RoomStanza(jid, nick, id_, body, subject, has_subject, stanza_id, origin_id, stamp, text.decode())
+
+
+def delay_stamp(value: str | None) -> float | None:
+    """An XEP-0082 date-time as a POSIX time; None if it is not one."""
+    if not value:
+        return None
+    try:
+        stamp = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=datetime.UTC)
+    return stamp.timestamp()
+
+
+SENDERS_KEPT = 4096
+SM_REQUEST = aioxmpp.nonza.SMRequest()  # <r/> has nothing in it: one for all
+_orig_start_prepare = aioxmpp.stream.StanzaStream._start_prepare
+
+
+def _start_prepare(self: Any, xmlstream: Any, receiver: Any) -> None:
+    xmlstream._minimix_stanza_stream = self  # what patch 15 asks while parsing
+    _orig_start_prepare(self, xmlstream, receiver)
 
 
 # -- 12. every write waits for the next turn of the loop -------------------------------------------
@@ -609,18 +803,33 @@ _orig_process_incoming = aioxmpp.stream.StanzaStream._process_incoming
 
 
 def _process_incoming(self: Any, xmlstream: Any, queue_entry: Any) -> None:
-    _handle_incoming(self, xmlstream, queue_entry)
-    for _ in range(INCOMING_BATCH - 1):
-        try:
-            queue_entry = self._incoming_queue.get_nowait()
-        except asyncio.QueueEmpty:
-            break
+    self._minimix_taking = True  # patch 16: inside the loop's turn
+    try:
         _handle_incoming(self, xmlstream, queue_entry)
+        for _ in range(INCOMING_BATCH - 1):
+            try:
+                queue_entry = self._incoming_queue.get_nowait()
+            except asyncio.QueueEmpty:
+                break
+            _handle_incoming(self, xmlstream, queue_entry)
+        _taken(self)
+    finally:
+        self._minimix_taking = False
     _mark_acked(self)
 
 
 def _handle_incoming(stream: Any, xmlstream: Any, queue_entry: Any) -> None:
-    if stream._sm_enabled and isinstance(queue_entry[0], aioxmpp.nonza.SMRequest):
+    if type(queue_entry[0]) is RoomStanza:  # patch 15
+        if stream._sm_enabled:
+            stream._sm_inbound_ctr = (stream._sm_inbound_ctr + 1) & 0xFFFFFFFF
+        hook = getattr(stream, "minimix_room_stanza", None)
+        if hook is not None:
+            try:
+                hook(queue_entry[0])
+            except Exception:  # one stanza, never the stream
+                log.exception("internal error while taking a room message")
+    elif stream._sm_enabled and isinstance(queue_entry[0], aioxmpp.nonza.SMRequest):
+        _taken(stream)  # patch 16: what the daemon sends for the stanzas before it goes first
         _mark_acked(stream)
         xmlstream.send_xso(_SMAnswer(stream._sm_inbound_ctr))
     else:
@@ -660,6 +869,40 @@ def _mark_acked(stream: Any) -> None:
         mark(stream._sm_id, stream._sm_inbound_ctr)
 
 
+# -- 16. a relay waits two more turns of the loop ------------------------------------------------
+# Cost (latency): what the stanza loop takes goes to the daemon's own task through a queue
+# (a turn of the loop, 150 us traced, with the <r/> answer written in between), and what
+# that task sends goes back to the stanza loop's task through another (50 us more).  A
+# stanza stream with a ``minimix_stanzas_taken`` hook calls it once the stanzas it took in
+# one go are handed over, and before it answers an <r/> (so that the answer comes after what
+# the daemon sends for the stanzas before it).  The daemon then handles them at once if its
+# own task is idle, and ``send_queued`` writes what it queued in the same turn: the stanza
+# loop's own _process_outgoing, called only where the loop itself could call it (inside its
+# turn, or when nothing holds its broker lock: stream management negotiations hold it).
+
+
+def _taken(stream: Any) -> None:
+    hook = getattr(stream, "minimix_stanzas_taken", None)
+    if hook is not None:
+        try:
+            hook()
+        except Exception:  # the stanzas are handed over already; the stream goes on
+            log.exception("internal error while handling the stanzas received")
+
+
+def send_queued(stream: aioxmpp.stream.StanzaStream) -> None:
+    """Write the stanzas queued for sending now, not on the stanza loop's next turn."""
+    xmlstream = stream._xmlstream
+    if xmlstream is None or not stream.running or stream._active_queue.empty():
+        return
+    if stream._broker_lock.locked() and not getattr(stream, "_minimix_taking", False):
+        return  # a negotiation holds the stream: the loop sends them once it is done
+    try:
+        _process_outgoing(stream, xmlstream, stream._active_queue.get_nowait())
+    except Exception as exc:  # noqa: BLE001 - the stream is going down: the loop finds out
+        log.debug("writing at once failed; left to the stanza loop", error=repr(exc))
+
+
 # -- applying ---------------------------------------------------------------------------------
 
 
@@ -684,6 +927,7 @@ def apply() -> None:
     aioxmpp.Message.parse_events = classmethod(_message_parse_events)
     aioopenssl.STARTTLSTransport.write = _tls_write
     aioxmpp.stream.StanzaStream._process_incoming = _process_incoming
+    aioxmpp.stream.StanzaStream._start_prepare = _start_prepare
     _applied = True
 
 
@@ -716,5 +960,6 @@ __all__ = [
     "check_x509_hostname",
     "raw_message",
     "security_layer",
+    "send_queued",
     "set_nodelay",
 ]

@@ -333,8 +333,12 @@ class Session:
         reconnect_delay: Callable[[int], float],
         rooms: Callable[[], list[str]] = list,
         ack_mark: Callable[[str, int], None] | None = None,
+        on_received: Callable[[], None] | None = None,
     ) -> None:
         self.account = account
+        # Called once the stanzas received in one go have become events (compat 16): their
+        # owner may handle them now rather than on the loop's next turn.
+        self._on_received = on_received
         self._ack_mark = ack_mark  # records each XEP-0198 count we acknowledge (compat 14)
         self.own = account.jid.bare()
         self._post = post
@@ -377,6 +381,10 @@ class Session:
         stream = client.stream
         if self._ack_mark is not None:
             stream.minimix_ack_mark = self._mark_acked
+        stream.minimix_rooms = self._nicks  # their groupchat messages come as RoomStanzas (compat 15)
+        stream.minimix_room_stanza = self._room_stanza
+        if self._on_received is not None:
+            stream.minimix_stanzas_taken = self._on_received
         stream.app_inbound_presence_filter.register(self._inbound_presence, 0)
         stream.app_inbound_message_filter.register(self._inbound_message, 0)
         stream.service_inbound_message_filter.register(self._bookmark_node_emptied, -1)
@@ -629,15 +637,36 @@ class Session:
         body = message.body.any() if message.body else None
         # An empty <subject/> (a room without one) still ends the join: aioxmpp reads it as
         # {None: None}, so test for the element, not its text.
-        if message.subject and body is None and room in self._awaiting_subject:
-            self._awaiting_subject.discard(room)  # the subject that ends our join: not news
-            self._post(RoomActivity(room))
+        if self._joined_by_subject(room, bool(message.subject), body):
             return
         if message.subject and subject is None and body is None:
             subject = ""  # the subject was cleared: that is a change too
         delays = message.xep0203_delay
         stamp = delays[0].stamp.timestamp() if delays and delays[0].stamp is not None else None
         self._post(room_message(room, message, body, subject, private=private, stamp=stamp))
+
+    def _room_stanza(self, rs: compat.RoomStanza) -> None:
+        """A room's groupchat message as compat 15 read it (no XSO): as :meth:`_room_message`."""
+        room = rs.room
+        if room not in self._nicks:  # left since it was read: dropped, as any message from it now
+            return
+        body, subject = rs.body, rs.subject
+        if self._joined_by_subject(room, rs.has_subject, body):
+            return
+        if rs.has_subject and subject is None and body is None:
+            subject = ""
+        self._post(RoomMessage(
+            room, rs.nick, body, subject, stanza_id=rs.stanza_id, origin_id=rs.origin_id, message_id=rs.id_,
+            ref=rs.text if body is not None or subject is not None else None, stamp=rs.stamp,
+        ))  # fmt: skip
+
+    def _joined_by_subject(self, room: str, has_subject: bool, body: str | None) -> bool:
+        """The subject that ends our join: not news (True: taken)."""
+        if has_subject and body is None and room in self._awaiting_subject:
+            self._awaiting_subject.discard(room)
+            self._post(RoomActivity(room))
+            return True
+        return False
 
     def _bookmark_node_emptied(self, message: aioxmpp.Message) -> aioxmpp.Message | None:
         """A purge or delete of our bookmark node: every XEP-0402 bookmark is gone.
@@ -920,6 +949,12 @@ class Session:
         for resource, relay_id in action.deliveries:
             message = ClientMessage(f"{account}/{resource}", payload, relay_id)
             self._enqueue(message, self._delivery_tracker(relay_id) if tracked else None)
+
+    def send_now(self) -> None:
+        """Write what is queued for the server at once, not on the stanza loop's next turn."""
+        client = self.client
+        if client is not None and client.established:
+            compat.send_queued(client.stream)
 
     def next_sm_positions(self, count: int) -> tuple[str | None, list[int | None], int | None]:
         """Where the next ``count`` stanzas will stand in the XEP-0198 count: (session id,

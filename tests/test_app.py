@@ -1,0 +1,69 @@
+"""The app's loop hands events over without a turn of the event loop when it can (compat
+16): ``App.handle_now`` handles what is queued exactly as the loop's task would, commits
+before anything goes out, and never while that task is busy."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import pytest
+
+from minimix.app import App, Shutdown, Wake, WatchdogDue
+from minimix.config import load_config
+from minimix.xmpp.session import RoomActivity
+
+
+class Recorder:
+    """The store and the session, as far as handling a batch goes: what happens, in order."""
+
+    def __init__(self) -> None:
+        self.log: list[str] = []
+
+    @contextlib.contextmanager
+    def grouped(self):
+        self.log.append("begin")
+        yield
+        self.log.append("commit")
+
+    def send_now(self) -> None:
+        self.log.append("send")
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> App:
+    path = tmp_path / "config.toml"
+    path.write_text(f'[account]\njid = "alice@example.org"\n[storage]\nstate_dir = "{tmp_path / "state"}"\n')
+    path.chmod(0o600)
+    app = App(load_config(path, env={}), "pw")
+    app.store = app.session = Recorder()  # type: ignore[assignment]
+    app.notifier.watchdog = lambda: app.store.log.append("watchdog")  # type: ignore[union-attr]
+    app._schedule_once = lambda *args: None  # type: ignore[method-assign]
+    return app
+
+
+def test_what_is_queued_is_handled_at_once_when_the_loop_is_idle(app):
+    app._idle = True
+    app.post(WatchdogDue())
+    app.post(RoomActivity("room@muc.example.org"))
+    app.handle_now()
+    assert app.queue.empty()
+    assert app.store.log == ["begin", "watchdog", "commit", "send"]  # committed, then sent
+    assert app._idle
+
+
+def test_nothing_is_handled_while_the_loop_is_busy(app):
+    app._idle = False  # handling a batch, or not waiting for events
+    app.post(WatchdogDue())
+    app.handle_now()
+    assert app.queue.qsize() == 1 and app.store.log == []
+
+
+def test_a_stop_handled_at_once_wakes_the_loop(app):
+    app._idle = True
+    app.engine.stop = lambda now: []  # type: ignore[method-assign]
+    app.notifier.stopping = lambda: None  # type: ignore[method-assign]
+    app.post(Shutdown("SIGTERM"))
+    app.handle_now()
+    assert app.stopping
+    assert isinstance(app.queue.get_nowait(), Wake)  # the loop's task looks at what changed
