@@ -578,3 +578,20 @@ def test_a_room_without_archive_asks_for_its_history_since_the_last_message():
         RoomMessage(room, "bob", "no stanza-id here", message_id="m1", ref="<m/>"), 1003.0
     )
     assert engine.history_since(room) is not None
+
+
+def test_a_relay_the_server_took_after_its_receipt_client_left_is_owed_after_a_crash():
+    """Found by the model: the laptop (it answers receipts) goes away while a relay to it is
+    in flight; the server then takes the relay, and the daemon dies before it has noted
+    that the relay is owed.  The server's count says it had the relay; the laptop never
+    did.  The relay must be owed at once when the laptop leaves, not at the server's ack."""
+    model = Delivery()
+    posted = model.say(ROOMS[0], mention=False)
+    model.daemon_reads(n=1, reached=0)  # relayed to the laptop (and the tablet): in flight
+    model.client_presence("laptop", available=False, reached=0)
+    model.crash_after = 0  # killed while it handles the server's ack (or, with nothing to do then, after)
+    model.guarded(lambda: model.ack(1))
+    if not model.crashes:
+        model.crash(0)
+    model.teardown()
+    assert model.received["laptop"][posted.ref] == 1

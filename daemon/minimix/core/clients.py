@@ -139,12 +139,14 @@ class Clients:
     def _take(self, msg: RoomMessage, now: float) -> list[A.Action]:
         """Log a room message once, and relay it to the online clients that want it.
 
-        Order of effects (the app carries them out in this order): the message is committed
-        to the log (with the room's archive cursor) *before* any relay of it goes out.  A
+        Order of effects (the app carries them out in this order): the message is on record
+        in the log (with the room's archive cursor) *before* any relay of it goes out.  A
         crash in between loses nothing — the relay is still owed and goes out when the
         client is next seen (playback) — whereas sending first could lose the message for
-        every offline client.  The relay itself is committed as "in flight" before it is
+        every offline client.  The relay itself is on record as "in flight" before it is
         sent, and the server's XEP-0198 count decides after a crash whether it arrived.
+        ("On record": in the store's journal, which the next start replays; SQLite commits
+        the writes right after the sends, off the relay's path.  See Store.grouped.)
         """
         # The room's archive id identifies a message; without one (a room without stanza-ids,
         # subject changes on Prosody) the sender's origin-id, else what it says and who.
@@ -353,6 +355,19 @@ class Clients:
                 self._advance(*entry)
         return [A.MarkRelays(ids, delivered)] if ids else []
 
+    def _in_flight_to(self, client: str) -> list[A.Action]:
+        """A client that answers receipts has gone: the relays to it still in flight are
+        owed now.  Its receipts come before its going (one session, in order), so it has
+        none of them; the server's ack, when it comes, is no longer delivery.  Owed now,
+        not at that ack: a crash before the ack is handled would settle them by the
+        server's count, as delivered."""
+        if client not in self.receipts:
+            return []  # for it, the server's ack (while it was available) is delivery
+        ids = tuple(r for r, (c, _, _) in self.inflight.items() if c == client)
+        for relay_id in ids:
+            del self.inflight[relay_id]
+        return [A.MarkRelays(ids, False)] if ids else []
+
     def bounced(self, ev: RelayBounced) -> list[A.Action]:
         """A relay came back undelivered from the session it was sent to: it is owed again,
         with everything after it in its room (that session had none of those either), and
@@ -436,6 +451,7 @@ class Clients:
             # Gone without a receipt for these: it may never have had them (a connection that
             # died under it).  Owed again, at its next playback.
             actions += self._unanswered(ev.resource, delivered=False)
+            actions += self._in_flight_to(ev.resource)
             if ev.resource not in self.offline_since:
                 self.offline_since[ev.resource] = self.next_seq - 1
                 actions.append(A.SaveOffline(ev.resource, self.next_seq - 1))
