@@ -20,10 +20,15 @@ class Recorder:
     def __init__(self) -> None:
         self.log: list[str] = []
 
+    journal_error = None
+
     @contextlib.contextmanager
-    def grouped(self):
+    def grouped(self, journaled=False):
         self.log.append("begin")
         yield
+        self.log.append("journaled" if journaled else "commit")
+
+    def commit(self) -> None:
         self.log.append("commit")
 
     def send_now(self) -> None:
@@ -48,7 +53,8 @@ def test_what_is_queued_is_handled_at_once_when_the_loop_is_idle(app):
     app.post(RoomActivity("room@muc.example.org"))
     app.handle_now()
     assert app.queue.empty()
-    assert app.store.log == ["begin", "watchdog", "commit", "send"]  # committed, then sent
+    # on record (the journal) before it goes out; committed to SQLite after
+    assert app.store.log == ["begin", "watchdog", "journaled", "send", "commit"]
     assert app._idle
 
 

@@ -129,3 +129,97 @@ def test_a_cursor_rolled_back_is_started_again(tmp_path):
     store.relays_sent([("r2", "phone", "a@muc", 8, None, None)], None)
     assert store.cursors() == {("phone", "a@muc"): 7}
     store.close()
+
+
+# -- the journal: a group on record before its sends, in SQLite after ----------------------------
+
+KILLED_RUN = """
+import os, signal, sys
+sys.path.insert(0, {daemon!r})
+from minimix.store import Store, StoredMessage
+store = Store({path!r})
+with store.grouped(journaled=True):
+    store.store_message(StoredMessage(1, "r@muc", "s1", "bob", False, 1.0, "hi", None, "[r] bob: hi", "<message/>", "sid:s1"))
+    store.relays_sent([("mmx-1", "phone", "r@muc", 1, "sm", 5)], ("sm", 7))
+    store.rewind_cursor("laptop", "r@muc", 0)
+# the relays would go out here; killed before the store commits the group to SQLite
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def killed_after_journaling(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = tmp_path / FILENAME
+    daemon = str(Path(__file__).resolve().parent.parent / "daemon")
+    run = subprocess.run([sys.executable, "-c", KILLED_RUN.format(daemon=daemon, path=str(path))])
+    assert run.returncode == -9
+    return path
+
+
+def test_a_journaled_group_killed_before_its_commit_is_replayed(tmp_path):
+    path = killed_after_journaling(tmp_path)
+    assert sqlite3.connect(str(path)).execute("SELECT count(*) FROM message").fetchone()[0] == 0  # not in SQLite
+    store = Store(path)
+    assert store.replayed == 1 and store.replay_error is None
+    assert [m.body for m in store.messages_after({}, 0, 10)[0]] == ["hi"]
+    assert store.inflight() == [("mmx-1", "phone", "r@muc", 1, "sm", 5, False)]
+    assert store.sm_session() == ("sm", 7)
+    assert store.cursors() == {("phone", "r@muc"): 0, ("laptop", "r@muc"): 0}
+    assert store.room_states()["r@muc"][0] == "s1"
+    assert path.with_name(FILENAME + ".journal").stat().st_size == 0  # emptied once applied
+    store.close()
+    assert Store(path).replayed == 0
+
+
+def test_a_group_in_sqlite_is_not_replayed_again(tmp_path):
+    path = tmp_path / FILENAME
+    store = Store(path)
+    with store.grouped(journaled=True):
+        store.relays_sent([("mmx-1", "phone", "r@muc", 1, None, None)], None)
+    store.commit()
+    store.relays_lost(["mmx-1"])  # after the group: replaying it would bring the relay back
+    store.db.close()  # as if killed: the journal still holds the group
+    assert path.with_name(FILENAME + ".journal").stat().st_size > 0
+    store = Store(path)
+    assert store.replayed == 0 and store.inflight() == []
+
+
+def test_a_torn_record_is_ignored(tmp_path):
+    path = killed_after_journaling(tmp_path)
+    journal = path.with_name(FILENAME + ".journal")
+    whole = journal.read_bytes()
+    journal.write_bytes(whole + whole[: len(whole) // 2])  # a second record, torn: killed while writing it
+    assert Store(path).replayed == 1
+    journal.write_bytes(whole[:-3])  # the only record, torn
+    path.unlink()
+    assert Store(path).replayed == 0
+
+
+def test_a_journal_that_cannot_be_written_means_committing_at_once(tmp_path, monkeypatch):
+    path = tmp_path / FILENAME
+    store = Store(path)
+    other = sqlite3.connect(str(path))
+
+    def full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store.journal, "append", full)
+    with store.grouped(journaled=True):
+        store.set_room_cursor("r@muc", "id-1", 1.0)
+    assert "No space left" in store.journal_error and store.journal is None
+    assert other.execute("SELECT count(*) FROM room_state").fetchone()[0] == 1  # committed at the group's end
+    with store.grouped(journaled=True):
+        store.set_room_cursor("r2@muc", "id-2", 2.0)
+    assert other.execute("SELECT count(*) FROM room_state").fetchone()[0] == 2
+
+
+def test_a_moved_aside_store_takes_its_journal_with_it(tmp_path):
+    path = killed_after_journaling(tmp_path)
+    path.write_bytes(b"this is not a database" * 100)
+    for suffix in ("-wal", "-shm"):
+        path.with_name(FILENAME + suffix).unlink(missing_ok=True)
+    store = Store(path, on_reset=lambda reason, moved: None)
+    assert store.replayed == 0 and store.messages_after({}, 0, 10)[0] == []

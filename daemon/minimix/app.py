@@ -254,6 +254,9 @@ class App:
             log.error("the store was unreadable: moved aside, starting a fresh one", reason=reason, moved_to=str(moved))
 
         self.store = store = Store(state_dir / STORE_FILENAME, on_reset=moved_aside)
+        if store.replayed or store.replay_error:
+            log.info("the store's journal replayed: writes of the last run it had not committed", groups=store.replayed,
+                     error=store.replay_error)
         self.ack_mark = AckMark(state_dir / ACK_MARK_FILENAME)
         self.engine.clients.settings.update(store.load_clients())
         self.engine.restore(
@@ -342,9 +345,11 @@ class App:
         return events
 
     def _handle(self, events: list[object]) -> None:
-        """Events handled in one go: their store writes are committed once, at the end, and
-        only then does what they queued for the server go out."""
-        with self.store.grouped() if self.store is not None else contextlib.nullcontext():
+        """Events handled in one go.  Their store writes are on record (the store's journal)
+        once, at the end, and only then does what they queued for the server go out; the
+        store commits them to SQLite after that, off the relays' path."""
+        store = self.store
+        with store.grouped(journaled=True) if store is not None else contextlib.nullcontext():
             for event in events:
                 try:
                     self._dispatch(event)
@@ -352,6 +357,12 @@ class App:
                     log.exception("internal error while handling an event", event=type(event).__name__)
         if self.session is not None:
             self.session.send_now()
+        if store is not None:
+            store.commit()
+            if store.journal_error is not None:
+                log.warning("the store's journal cannot be written: committing before each send instead",
+                            error=store.journal_error)
+                store.journal_error = None
         self._update_status()
         if any(not isinstance(e, QUIET_EVENTS) for e in events) and not self._snapshot_pending:
             self._snapshot_pending = True
