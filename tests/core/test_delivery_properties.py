@@ -18,7 +18,13 @@ A client "has" a relay when the server acknowledged it (or had it at a crash): i
 never delivered to a client that a lost relay did not reach.  The laptop answers receipts
 (XEP-0184): its receipt of each relay it has is on its way to the daemon (before anything
 the laptop does later, e.g. going offline) unless the daemon's session or process dies
-first; for it, the receipt, not the server's ack, is delivery. Mentions are by keyword:
+first; for it, the receipt, not the server's ack, is delivery.  A relay on the wire when
+the laptop goes offline never reaches it: the server routes a relay to a full JID when it
+reads it, long before that resource can have logged in again (the model acknowledges it
+later, but the session it was routed to is gone).  One known limit: the daemon killed
+before it has handled the going of the laptop, with relays to it on their way; those the
+server took count as delivered at the next start (by its count), though the laptop never
+had them (crash() says so, and the verdict does not count them missing). Mentions are by keyword:
 at a start the clients' presences come before the bookmarks, so nick mentions owed then
 are skipped (pinned below as a known bug).
 """
@@ -110,6 +116,9 @@ class Delivery(RuleBasedStateMachine):
         self.inbound: deque = deque()  # on its way to the daemon, in order
         self.catchups: list[PendingCatchUp] = []
         self.wire: list[tuple[str, str, str]] = []  # (relay id, client, ref): sent, unacked
+        self.to_gone: set[str] = set()  # relays on the wire when their client went offline
+        self.departing: set[str] = set()  # clients gone whose going the daemon has not handled
+        self.ambiguous: set[tuple[str, str]] = set()  # (client, ref): see crash()
         self.acked: set[str] = set()  # relays the server has (its XEP-0198 count says so)
         self.reports: deque = deque()  # RelaysAcked the session will post
         self.receipts: deque = deque()  # (client, relay id): receipts on their way to the daemon
@@ -240,8 +249,16 @@ class Delivery(RuleBasedStateMachine):
         wire, self.wire = self.wire, []
         reached_ids, self.acked = self.acked, set()  # acked, even if the ack was not handled
         for relay_id, client, ref in wire[:reached]:
-            self.receive(client, ref)
+            if self.reaches(relay_id, client):
+                self.receive(client, ref)
+            elif client in self.departing:
+                # Killed before it handled the going of a client that answers receipts, with
+                # this relay on its way: the next run settles it by the server's count, as
+                # delivered; the client never had it.  A known limit: nothing the next run
+                # can read says so (its receipts and its going died with the process).
+                self.ambiguous.add((client, ref))
             reached_ids.add(relay_id)
+        self.departing.clear()
         self.receipts.clear()  # for relays the next run settles by the server's count
         for relay_id, (client, room, seq) in list(self.inflight.items()):
             if relay_id in reached_ids or relay_id in self.inflight_acked:
@@ -332,12 +349,20 @@ class Delivery(RuleBasedStateMachine):
     def ack(self, n: int) -> None:
         acked, self.wire = self.wire[:n], self.wire[n:]
         for relay_id, client, ref in acked:
-            # A client that answers receipts and left before the server took the relay never
-            # gets it (no receipt says otherwise); the others "have" it (see the top).
-            if client in self.online or client not in ANSWERS_RECEIPTS:
+            if self.reaches(relay_id, client):
                 self.receive(client, ref, relay_id)
             self.acked.add(relay_id)
         self.handle(RelaysAcked(tuple(r for r, _, _ in acked), True))
+
+    def reaches(self, relay_id: str, client: str) -> bool:
+        """Whether a relay the server takes now reaches its client: a client that answers
+        receipts and left before that never gets it (no receipt says otherwise); the
+        others "have" it (see the top)."""
+        return client not in ANSWERS_RECEIPTS or (client in self.online and relay_id not in self.to_gone)
+
+    def goes_offline(self, client: str) -> None:
+        self.online.discard(client)
+        self.to_gone.update(r for r, c, _ in self.wire if c == client)  # routed to the session that ended
 
     def lose_session(self, lost_first: bool) -> None:
         """The stream dies and cannot be resumed: the relays on the wire never got there."""
@@ -436,14 +461,16 @@ class Delivery(RuleBasedStateMachine):
         if available:
             self.online.add(client)
         else:
-            self.online.discard(client)
+            self.goes_offline(client)
         if self.session:
             def step():
                 if not available:  # what it sent before it went reaches the daemon first
+                    self.departing.add(client)
                     for receipt in [r for r in self.receipts if r[0] == client]:
                         self.receipts.remove(receipt)
                         self.handle(RelayReceived(*receipt))
                 self.handle(ClientPresence(client, available))
+                self.departing.discard(client)
 
             self.guarded(step, reached)
 
@@ -474,7 +501,7 @@ class Delivery(RuleBasedStateMachine):
         self.quiesce()
         for client in CLIENTS:
             if client in self.online:
-                self.online.discard(client)
+                self.goes_offline(client)
                 self.handle(ClientPresence(client, False))
                 self.quiesce()
             self.online.add(client)
@@ -487,7 +514,7 @@ class Delivery(RuleBasedStateMachine):
                 if ref not in self.baseline and selects(client, p.room, p.body)
             ]
             got = {ref for ref in self.received[client] if ref not in self.baseline}
-            missing = [self.by_ref[r].body for r in expected if r not in got]
+            missing = [self.by_ref[r].body for r in expected if r not in got and (client, r) not in self.ambiguous]
             extra = [self.by_ref[r].body for r in got - set(expected)]
             assert not missing and not extra, (
                 f"{client}: never got {missing}; got unwanted {extra} (crashes: {self.crashes})"
