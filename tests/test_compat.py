@@ -15,6 +15,7 @@ import aioxmpp.presence.service
 import aioxmpp.protocol
 import aioxmpp.xml
 import aioxmpp.xso
+import lxml.etree
 import OpenSSL.crypto
 import pytest
 from cryptography import x509
@@ -816,3 +817,76 @@ def test_stock_stanzas_wait_for_the_loops_next_turn():
         assert not xmlstream.send_xso.called and len(stream._active_queue) == 1
 
     asyncio.run(run())
+
+
+NOT_A_RESULT = (
+    b"<message from='room@muc.example.org' to='me@example.org/x' id='n1'>"
+    b"<x xmlns='http://jabber.org/protocol/muc#user'><status code='104'/></x></message>"
+)
+
+
+class _ArchivesStream(_HookedStream):
+    def __init__(self, rooms, archives):
+        super().__init__(rooms)
+        self.minimix_archives = archives
+        self.minimix_archived = lambda stanza: None
+
+
+def archive_results(chunks, archives=frozenset({ROOM})):
+    async def feed():
+        xs, got = hooked_stream(frozenset())
+        xs._minimix_stanza_stream = _ArchivesStream(frozenset(), archives)
+        for chunk in chunks:
+            xs.data_received(chunk)
+        return got, xs
+
+    return asyncio.run(feed())
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_archive_results_are_read_without_xsos(seed):
+    got, xs = archive_results(split(STREAM_HEADER + ARCHIVED + NOT_A_RESULT + SM_R + ARCHIVED, seed))
+    archived, other, r, again = got
+    assert isinstance(archived, compat.ArchivedStanza) and again == archived
+    assert (archived.archive, archived.queryid, archived.id_) == (ROOM, "q", "A1")
+    assert archived.stamp == dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp()
+    inner = archived.message
+    assert (inner.room, inner.nick, inner.id_, inner.body, inner.stanza_id) == (ROOM, "bob", "m4", "old", "A1")
+    # the archived message as text, with the archive's id on it (a relay carries it there)
+    text = lxml.etree.fromstring(inner.text)
+    assert text.tag == "{jabber:client}message" and text.findtext("{jabber:client}body") == "old"
+    sid = text.find("{urn:xmpp:sid:0}stanza-id")
+    assert (sid.get("by"), sid.get("id")) == (ROOM, "A1")
+    # from the archive's JID, but not a result: the Message XSO it always was
+    assert isinstance(other, aioxmpp.Message) and other.id_ == "n1"
+    assert isinstance(r, aioxmpp.nonza.SMRequest)
+    assert len(xs._minimix_rx.data) < 20
+
+
+def test_results_of_an_archive_not_queried_are_xsos():
+    (archived,), _ = archive_results([STREAM_HEADER + ARCHIVED], archives=frozenset({"other@muc.example.org"}))
+    assert isinstance(archived, aioxmpp.Message) and archived.xep0313_result is not None
+
+
+def test_an_archive_result_costs_a_fraction_of_the_xso_parse():
+    async def calls(archives):
+        import sys
+
+        xs, _ = hooked_stream(frozenset())
+        xs._minimix_stanza_stream = _ArchivesStream(frozenset(), archives)
+        xs.data_received(STREAM_HEADER + ARCHIVED)
+        n = 0
+
+        def count(frame, event, arg):
+            nonlocal n
+            n += event == "call"
+
+        sys.setprofile(count)
+        try:
+            xs.data_received(ARCHIVED)
+        finally:
+            sys.setprofile(None)
+        return n
+
+    fast, stock = asyncio.run(calls(frozenset({ROOM}))), asyncio.run(calls(None))
+    assert fast * 5 < stock, (fast, stock)

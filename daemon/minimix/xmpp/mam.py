@@ -12,6 +12,7 @@ import asyncio
 import datetime as dt
 import math
 import secrets
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,6 +21,8 @@ import aioxmpp.forms
 import aioxmpp.misc
 import aioxmpp.xso as xso
 from aioxmpp.rsm.xso import After, Before, ResultSetMetadata
+
+from minimix.xmpp import compat
 
 NS_MAM = "urn:xmpp:mam:2"
 NS_MAM_EXTENDED = "urn:xmpp:mam:2#extended"
@@ -55,21 +58,29 @@ aioxmpp.Message.xep0313_result = xso.Child([Result])
 
 @dataclass(frozen=True, slots=True)
 class Archived:
-    """One archived message: the archive's id, the time, and the message itself."""
+    """One archived message: the archive's id, the time, and the message itself (read
+    without XSOs where the archive's results are: compat 15)."""
 
     id_: str
     stamp: float
-    message: aioxmpp.Message
+    message: aioxmpp.Message | compat.RoomStanza
 
 
 class Archives:
-    """Queries room archives; results reach only the query that asked for them."""
+    """Queries room archives; results reach only the query that asked for them.
 
-    def __init__(self, client: aioxmpp.Client) -> None:
+    ``read_raw``: results from an archive being queried are read without XSOs (compat 15,
+    an ArchivedStanza each) rather than as Message XSOs through the inbound filter."""
+
+    def __init__(self, client: aioxmpp.Client, *, read_raw: bool = False) -> None:
         self._client = client
-        self._pending: dict[str, tuple[aioxmpp.JID, list[Result]]] = {}
+        self._pending: dict[str, tuple[aioxmpp.JID, list[Result | compat.ArchivedStanza]]] = {}
+        self._queried: Counter[str] = Counter()  # archives with queries pending (compat 15)
         # Before minimix's own filter, which would take a room's message for room traffic.
         client.stream.app_inbound_message_filter.register(self._filter, -50)
+        if read_raw:
+            client.stream.minimix_archives = self._queried
+            client.stream.minimix_archived = self._archived
 
     def _filter(self, message: aioxmpp.Message) -> aioxmpp.Message | None:
         result = message.xep0313_result
@@ -80,6 +91,11 @@ class Archives:
             return None  # not ours, or not from the archive we asked: drop it, never act on it
         pending[1].append(result)
         return None
+
+    def _archived(self, result: compat.ArchivedStanza) -> None:
+        pending = self._pending.get(result.queryid or "")
+        if pending is not None and result.archive == str(pending[0]):  # else not ours: dropped
+            pending[1].append(result)
 
     async def page(
         self,
@@ -114,15 +130,24 @@ class Archives:
             query.rsm.after = After(after)
         iq = aioxmpp.IQ(type_=aioxmpp.IQType.SET, to=archive, payload=query)
         self._pending[queryid] = (archive, [])
+        queried = str(archive)
+        self._queried[queried] += 1
         try:
             fin = await asyncio.wait_for(self._client.send(iq), QUERY_TIMEOUT_S)
             results = self._pending[queryid][1]
         finally:
             self._pending.pop(queryid, None)
+            self._queried[queried] -= 1
+            if self._queried[queried] <= 0:
+                del self._queried[queried]
         return [a for a in map(_archived, results) if a is not None], fin
 
 
-def _archived(result: Result) -> Archived | None:
+def _archived(result: Result | compat.ArchivedStanza) -> Archived | None:
+    if isinstance(result, compat.ArchivedStanza):
+        if result.id_ is None or result.message is None:
+            return None
+        return Archived(result.id_, result.stamp or 0.0, result.message)
     forwarded = result.forwarded
     message = forwarded.stanza if forwarded is not None else None
     if not isinstance(message, aioxmpp.Message):

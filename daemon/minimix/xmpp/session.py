@@ -218,6 +218,19 @@ def room_message(
     )
 
 
+def archived_message(room: str, rs: compat.RoomStanza, archived: mam.Archived) -> RoomMessage:
+    """The event for a message from the room's archive, read by compat 15 (its text has the
+    archive's id on it as a <stanza-id/> already)."""
+    subject = rs.subject
+    if rs.has_subject and subject is None and rs.body is None:
+        subject = ""
+    return RoomMessage(
+        room, rs.nick, rs.body, subject, stanza_id=rs.stanza_id or archived.id_, origin_id=rs.origin_id,
+        message_id=rs.id_, ref=rs.text if rs.body is not None or subject is not None else None,
+        stamp=archived.stamp, archived=True,
+    )  # fmt: skip
+
+
 # What every message to the user's clients says: no carbon copies to the others (XEP-0280
 # private + no-copy), not in the account's archive (XEP-0334).  A relay also asks for a
 # receipt (XEP-0184) and says its body is a fallback for the forwarded original (XEP-0428).
@@ -420,7 +433,7 @@ class Session:
         self._presence = client.summon(aioxmpp.PresenceServer)
         self._presence.set_presence(aioxmpp.PresenceState(True), {None: "minimix"}, priority=-1)
         AdhocCommands(client, self._post, self._rooms, self.is_own_client)
-        self._archives = mam.Archives(client)
+        self._archives = mam.Archives(client, read_raw=True)
         self._setup_caps(disco, client)
 
     def is_own_client(self, peer: aioxmpp.JID | None) -> bool:
@@ -1067,6 +1080,9 @@ class Session:
             messages = []
             for a in archived:
                 message = a.message
+                if isinstance(message, compat.RoomStanza):  # read without XSOs (compat 15)
+                    messages.append(archived_message(room, message, a))
+                    continue
                 if message.type_ != aioxmpp.MessageType.GROUPCHAT or message.from_ is None:
                     continue
                 body = message.body.any() if message.body else None
