@@ -890,3 +890,92 @@ def test_an_archive_result_costs_a_fraction_of_the_xso_parse():
 
     fast, stock = asyncio.run(calls(frozenset({ROOM}))), asyncio.run(calls(None))
     assert fast * 5 < stock, (fast, stock)
+
+
+def test_what_a_read_brought_is_taken_in_that_turn_when_the_loop_is_idle():
+    async def run(locked: bool):
+        xs, got = hooked_stream(frozenset({ROOM}))
+        stream = aioxmpp.stream.StanzaStream(aioxmpp.JID.fromstr("me@example.org"))
+        stream._xmlstream = xs
+        stream._task = mock.Mock()
+        stream._task.done.return_value = False
+        taken = []
+        stream.minimix_room_stanza = taken.append
+        stream.minimix_rooms = frozenset({ROOM})
+        stream.minimix_stanzas_taken = lambda: taken.append("handed over")
+        xs._minimix_stanza_stream = stream
+        xs.stanza_parser.remove_class(aioxmpp.Message)
+        xs.stanza_parser.add_class(aioxmpp.Message, stream.recv_stanza)
+        if locked:
+            stream._broker_lock._locked = True
+        xs.data_received(STREAM_HEADER)
+        xs.data_received(FAST)
+        return taken, len(stream._incoming_queue)
+
+    taken, left = asyncio.run(run(locked=False))
+    assert [t if isinstance(t, str) else t.id_ for t in taken] == ["f1", "handed over"] and left == 0
+    taken, left = asyncio.run(run(locked=True))  # a negotiation holds the stream: the loop takes it later
+    assert taken == [] and left == 1
+
+
+def test_a_stanza_written_as_text_goes_to_the_transport_as_it_is():
+    from minimix.xmpp.xso import ClientMessage
+
+    def written(send):
+        out = io.BytesIO()
+        writer = aioxmpp.xml.XMLStreamWriter(out, aioxmpp.JID.fromstr("example.org"))
+        writer.start()
+        out.seek(0)
+        out.truncate()
+        send(writer, ClientMessage("me@example.org/phone", b"<body>hi</body>", "r1"))
+        return out.getvalue()
+
+    with mock.patch.object(aioxmpp.xml.XMPPXMLGenerator, "buffer", side_effect=AssertionError("buffered")):
+        fast = written(aioxmpp.xml.XMLStreamWriter.send)
+    stock = written(compat._orig_writer_send)
+    assert fast == stock and fast.endswith(b"""<message type='chat' to="me@example.org/phone" id="r1"><body>hi</body></message>""")
+
+
+class FakeLoop:
+    def __init__(self):
+        self.armed = []
+
+    def call_later(self, delay, callback):
+        handle = mock.Mock(delay=delay, callback=callback)
+        self.armed.append(handle)
+        return handle
+
+
+def test_reads_do_not_rearm_the_deadtime_timers():
+    """Patch 17: a read notes the time; a timer that fires after data came arms itself
+    again for the rest of its limit; with no data for the whole limit it trips, once."""
+    loop, now = FakeLoop(), [1000.0]
+    monitor = aioxmpp.utils.AlivenessMonitor(loop)
+    tripped = []
+    monitor.on_deadtime_soft_limit_tripped.connect(lambda: tripped.append(now[0]))
+    with mock.patch.object(compat.time, "monotonic", lambda: now[0]), \
+         mock.patch.object(aioxmpp.utils.time, "monotonic", lambda: now[0]):  # fmt: skip
+        monitor.deadtime_soft_limit = dt.timedelta(seconds=10)
+        assert len(loop.armed) == 1
+        for i in range(1, 101):
+            now[0] = 1000.0 + i / 10
+            monitor.notify_received()  # the last at 1010
+        assert len(loop.armed) == 1  # nothing cancelled, nothing armed
+        now[0] = 1010.0
+        loop.armed[-1].callback()  # armed at 1000 for 10 s: data came at 1010
+        assert tripped == [] and loop.armed[-1].delay == pytest.approx(10.0)
+        now[0] = 1020.5
+        loop.armed[-1].callback()
+        assert tripped == [1020.5]
+        monitor.notify_received()  # a read after a trip arms the timer again
+        assert len(loop.armed) == 3
+
+
+def test_stock_reads_rearm_the_deadtime_timers():
+    loop = FakeLoop()
+    monitor = aioxmpp.utils.AlivenessMonitor(loop)
+    monitor.deadtime_soft_limit = dt.timedelta(seconds=10)
+    with mock.patch.object(aioxmpp.utils.AlivenessMonitor, "notify_received", compat._orig_notify_received):
+        for _ in range(5):
+            monitor.notify_received()
+    assert len(loop.armed) == 6  # one timer armed (and one cancelled) per read

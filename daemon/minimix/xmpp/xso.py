@@ -166,6 +166,10 @@ class ClientMessage(aioxmpp.stanza.StanzaBase):
             + b"</message>"
         )
 
+    def minimix_wire(self) -> bytes:
+        """As written into the stream (compat 16 writes it to the transport as it is)."""
+        return self.wire()
+
     def xso_serialise_to_sax(self, dest) -> None:
         if isinstance(dest, aioxmpp.xml.XMPPXMLGenerator):  # in the stream: jabber:client
             dest._finish_pending_start_element()
