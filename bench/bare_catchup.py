@@ -5,7 +5,8 @@ then for every room of CURSORS_FILE at once fetch what came after the room's cur
 `minimix.xmpp.mam.catch_up` with the daemon's own limit and page size, i.e. the same
 `urn:xmpp:mam:2` queries (the archive's count since the cursor, then RSM pages of
 <max>100</max> forwards from the cursor when that count is within the limit, else
-backwards from the end with after-id) and the same parsing of the results (aioxmpp XSOs). No room is joined and
+backwards from the end with after-id) and the parsing of the results with aioxmpp's XSOs, as any aioxmpp
+client (--read-raw: as the daemon reads them, compat 15). No room is joined and
 nothing is stored or relayed. Then stay connected until SIGTERM/SIGINT (so that the bench
 can read the process's CPU time) and close the stream.
 
@@ -43,7 +44,7 @@ async def main(args: argparse.Namespace) -> int:
         compat.security_layer(args.password, args.ca_file),
         override_peer=[(args.host, args.port, aioxmpp.connector.STARTTLSConnector())],
     )
-    archives = mam.Archives(client)
+    archives = mam.Archives(client, read_raw=args.read_raw)
     total = more_total = errors = 0
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -94,6 +95,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     connection_args(p)
     p.add_argument("--cursors-file", required=True, help="ROOM AFTER_ID AFTER_STAMP per line")
     p.add_argument("--limit", type=int, default=500, help="messages per room at most (catchup_max)")
+    p.add_argument("--read-raw", action="store_true",
+                   help="read the results as the daemon does (compat 15), not with aioxmpp's XSOs")
     return p.parse_args(argv)
 
 

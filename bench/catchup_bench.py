@@ -33,6 +33,7 @@ catch-up, per 10,000 messages in its log.
 from __future__ import annotations
 
 import contextlib
+import functools
 import shutil
 import signal
 import sys
@@ -262,7 +263,7 @@ class CatchupBench:
         rec["other_share"] = cpu["other_cpu_s"] / cpu["wall_s"] if cpu["wall_s"] else 0
         return rec
 
-    def run_bare(self, label: str) -> dict:
+    def run_bare(self, label: str, kind: str = "bare") -> dict:
         a, srv = self.args, self.srv
         self._fresh_server()
         on_loop(wait_quiet([srv.pid]), 60)
@@ -273,6 +274,7 @@ class CatchupBench:
             "--host", srv.host, "--port", str(srv.port), "--ca-file", str(srv.ca_file),
             "--cursors-file", str(self.cursors_file),
             "--limit", str(a.catchup_per_room),
+            *(["--read-raw"] if kind == "bare-raw" else []),
         ]  # fmt: skip
         p = StampedProcess(
             self.cursors_file, self.workdir / f"bare-{label}.log", argv=argv, cwd=REPO
@@ -293,7 +295,7 @@ class CatchupBench:
         rss = rss_mb(p.pid) if p.running else None
         cpu = window.stop({"bare": cpu_done or 0.0})
         p.stop(signal.SIGTERM, timeout=30)
-        rec = {"kind": "bare", "label": label, "error": None, "cpu_done_s": cpu_done, "rss_mb": rss}
+        rec = {"kind": kind, "label": label, "error": None, "cpu_done_s": cpu_done, "rss_mb": rss}
         if not done:
             rec["error"] = "no 'bare caught up' line: " + " | ".join(p.lines[-5:])
         else:
@@ -315,7 +317,7 @@ class CatchupBench:
 
     def _repeat_noisy(self, kind: str, label: str, warmup: bool = False) -> dict:
         a = self.args
-        fn = self.run_daemon if kind == "daemon" else self.run_bare
+        fn = self.run_daemon if kind == "daemon" else functools.partial(self.run_bare, kind=kind)
 
         def one(attempt: int) -> dict:
             rec = fn(label + (f"try{attempt + 1}" if attempt else ""))
@@ -334,7 +336,7 @@ class CatchupBench:
                 else ""
             )
             log(
-                f"catch-up {kind:6} {lab}: {rec['received']} messages in {_fmt(rec['done_s'])} s"
+                f"catch-up {kind:8} {lab}: {rec['received']} messages in {_fmt(rec['done_s'])} s"
                 f"{extra}; CPU {_fmt(rec['cpu_done_s'])} s; other CPU {rec['other_share']:.2f} core{tag}"
             )
 
@@ -344,9 +346,9 @@ class CatchupBench:
     def measure(self) -> None:
         a = self.args
         self._repeat_noisy("bare", "warmup", warmup=True)
-        kinds = ["bare", "daemon"]
+        kinds = ["bare", "daemon", *(["bare-raw"] if a.raw_floor else [])]
         for r in range(a.catchup_rounds):
-            k = r % 2
+            k = r % len(kinds)
             for kind in kinds[k:] + kinds[:k]:
                 rec = self._repeat_noisy(kind, f"round{r + 1}")
                 rec["round"] = r + 1
@@ -403,7 +405,7 @@ class CatchupBench:
         keys = ["done_s", "connected_s", "joined_s", "caught_up_s", "cpu_done_s", "cpu_settled_s", "rss_mb",
                 "prosody_cpu_s", "other_share"]  # fmt: skip
         med: dict = {}
-        for kind in ("bare", "daemon"):
+        for kind in ("bare", "daemon", "bare-raw"):
             runs = [r for r in kept if r["kind"] == kind]
             med[kind] = {k: median([r.get(k) for r in runs]) for k in keys}
             med[kind]["values"] = {k: [r.get(k) for r in runs] for k in keys}
@@ -463,6 +465,13 @@ class CatchupBench:
             f"store_bytes_per_10k_msgs_stopped: {f(mb(med['store_per_10k_stopped_bytes']))} MB (after the daemon "
             f"stopped: WAL checkpointed into the database; shm {f(mb(med['store_shm_bytes']), 3)} MB while running)",
         ]
+        if med["bare-raw"]["runs"]:
+            raw = med["bare-raw"]
+            lines.append(
+                f"catchup_bare_raw_s: {f(raw['done_s'])} s (--raw-floor: the bare client reading the results as "
+                f"the daemon does, compat 15; runs {vals('bare-raw', 'done_s')}; CPU {f(raw['cpu_done_s'])} s; "
+                f"minimix / it: {f(ratio(dmn['done_s'], raw['done_s']))} x)"
+            )
         if med["duplicates"] or med["other_relays"]:
             lines.append(
                 f"catchup_duplicates: {med['duplicates']} duplicate relays, {med['other_relays']} relays of "

@@ -633,8 +633,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--raw-floor",
         action="store_true",
-        help="also measure a stricter floor: the bare client with raw join presences "
-        "instead of MUCClient (reported, no target)",
+        help="also measure stricter floors: in the join section the bare client with raw join "
+        "presences instead of MUCClient, in the catch-up section the bare client reading the "
+        "archive's results as the daemon does (both reported, no target)",
     )
     p.add_argument(
         "--profile",
