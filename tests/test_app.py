@@ -73,3 +73,17 @@ def test_a_stop_handled_at_once_wakes_the_loop(app):
     app.handle_now()
     assert app.stopping
     assert isinstance(app.queue.get_nowait(), Wake)  # the loop's task looks at what changed
+
+
+def test_a_batch_takes_a_bounded_number_of_room_messages(app):
+    """Pages of an archive are big: a batch stops once it holds DISPATCH_MESSAGES room
+    messages, so that what else is ready (the catch-ups' next queries) runs in between."""
+    from minimix.app import DISPATCH_MESSAGES
+    from minimix.core.events import CatchUpPage, RoomMessage
+
+    page = CatchUpPage("room@muc.example.org", tuple(RoomMessage("room@muc.example.org", "bob", f"m{i}") for i in range(50)))
+    for _ in range(3):
+        app.post(page)
+    first = app._queued([])
+    assert len(first) == 2 and sum(len(p.messages) for p in first) >= DISPATCH_MESSAGES
+    assert app._queued([]) == [page] and app.queue.empty()

@@ -30,6 +30,8 @@ from minimix.core.backoff import backoff_delay
 from minimix.core.engine import EVENTS as ENGINE_EVENTS
 from minimix.core.engine import Engine
 from minimix.core.events import (
+    CatchUpDone,
+    CatchUpPage,
     KnownMessages,
     PlaybackLoaded,
     RelayBounced,
@@ -65,6 +67,11 @@ log = structlog.get_logger("minimix")
 EX_OK, EX_SOFTWARE, EX_NOPERM = os.EX_OK, os.EX_SOFTWARE, os.EX_NOPERM
 SHUTDOWN_GRACE_S = 5.0
 DISPATCH_BATCH = 256  # queued events handled between two awaits (one store commit)
+# ... and at most this many room messages among them (a page of an archive is up to 50):
+# a batch is handled in one go, and meanwhile nothing else runs, so the archive queries
+# that the catch-ups have ready do not go out and the server waits (seen: it idled 20 %
+# of a 20-room catch-up while the daemon handled a dozen pages at once).
+DISPATCH_MESSAGES = 64
 SELF_PING_TIMEOUT_S = 30.0
 # After our caps answer (the server subscribes us once it has it): re-fetch the bookmarks
 # to catch a change made in between.  Not at once: a first start is busy joining rooms, and
@@ -115,6 +122,10 @@ SNAPSHOT_DELAY_S = 0.5
 
 PRUNE_INTERVAL_S = 3600.0
 HISTORY_SLACK_S = 5.0  # history "since" is inclusive and clocks differ: de-duplicate around it
+
+
+def _messages_in(event: object) -> int:
+    return len(event.messages) if isinstance(event, CatchUpPage | CatchUpDone) else 1
 
 
 def room_policy(config: Any) -> RoomPolicy:
@@ -340,8 +351,11 @@ class App:
             self.exit_code = EX_OK
 
     def _queued(self, events: list[object]) -> list[object]:
-        while len(events) < DISPATCH_BATCH and not self.queue.empty():
-            events.append(self.queue.get_nowait())
+        messages = sum(map(_messages_in, events))
+        while len(events) < DISPATCH_BATCH and messages < DISPATCH_MESSAGES and not self.queue.empty():
+            event = self.queue.get_nowait()
+            events.append(event)
+            messages += _messages_in(event)
         return events
 
     def _handle(self, events: list[object]) -> None:
