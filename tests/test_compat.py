@@ -979,3 +979,19 @@ def test_stock_reads_rearm_the_deadtime_timers():
         for _ in range(5):
             monitor.notify_received()
     assert len(loop.armed) == 6  # one timer armed (and one cancelled) per read
+
+
+def test_what_is_written_while_stanzas_are_taken_goes_out_in_one_write():
+    """The daemon's relay for a room message and the <a/> for the <r/> after it: one TLS
+    write (one record, one read for the server), not two."""
+    stream, xmlstream = sm_stream()
+    xmlstream._transport = transport = open_tls_transport()
+    xmlstream.send_xso.side_effect = lambda xso: transport.write(b"<a/>")
+    relays = [b"<message>relay</message>"]
+    stream.minimix_stanzas_taken = lambda: relays and transport.write(relays.pop())
+    stream._incoming_queue.put_nowait((aioxmpp.nonza.SMRequest(), None))
+    sent = []
+    transport._send_wrap.send.side_effect = lambda buf: sent.append(bytes(buf)) or len(buf)
+    with mock.patch.object(compat, "_orig_process_incoming", lambda *a: None):
+        compat._process_incoming(stream, xmlstream, ("a room message", None))
+    assert sent == [b"<message>relay</message><a/>"]

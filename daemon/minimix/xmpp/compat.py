@@ -895,15 +895,18 @@ _orig_process_incoming = aioxmpp.stream.StanzaStream._process_incoming
 
 def _process_incoming(self: Any, xmlstream: Any, queue_entry: Any) -> None:
     self._minimix_taking = True  # patch 16: inside the loop's turn
+    # What is written meanwhile (the daemon's relays, the <a/> answers) goes out together,
+    # once, at the end: one TLS record and one read for the server (patch 12's cork).
     try:
-        _handle_incoming(self, xmlstream, queue_entry)
-        for _ in range(INCOMING_BATCH - 1):
-            try:
-                queue_entry = self._incoming_queue.get_nowait()
-            except asyncio.QueueEmpty:
-                break
+        with corked(getattr(xmlstream, "_transport", None)):
             _handle_incoming(self, xmlstream, queue_entry)
-        _taken(self)
+            for _ in range(INCOMING_BATCH - 1):
+                try:
+                    queue_entry = self._incoming_queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    break
+                _handle_incoming(self, xmlstream, queue_entry)
+            _taken(self)
     finally:
         self._minimix_taking = False
     _mark_acked(self)
