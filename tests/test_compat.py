@@ -630,14 +630,18 @@ AFTER = b"<message from='room@muc.example.org/al' type='groupchat' id='f5'><body
 
 
 class _HookedStream:
-    """What patch 15 asks of the stanza stream: the rooms and the hook."""
+    """What patch 15 asks of the stanza stream: the rooms and their hook, and the archives
+    being queried and theirs (None: no hook)."""
 
-    def __init__(self, rooms):
+    def __init__(self, rooms, archives=None):
         self.minimix_rooms = rooms
         self.minimix_room_stanza = lambda stanza: None
+        if archives is not None:
+            self.minimix_archives = archives
+            self.minimix_archived = lambda stanza: None
 
 
-def hooked_stream(rooms) -> tuple[aioxmpp.protocol.XMLStream, list]:
+def hooked_stream(rooms, archives=None) -> tuple[aioxmpp.protocol.XMLStream, list]:
     """A real XMLStream (in a running loop) whose stanza stream has patch 15's hook set
     (``rooms`` None: no hook), and the list it hands its stanzas to."""
     future = asyncio.get_running_loop().create_future()
@@ -645,16 +649,16 @@ def hooked_stream(rooms) -> tuple[aioxmpp.protocol.XMLStream, list]:
     got: list = []
     for cls in (aioxmpp.Message, aioxmpp.nonza.SMRequest):
         xs.stanza_parser.add_class(cls, got.append)
-    xs._minimix_stanza_stream = _HookedStream(rooms)
+    xs._minimix_stanza_stream = _HookedStream(rooms, archives)
     xs.connection_made(mock.Mock())
     return xs, got
 
 
-def routed(chunks, rooms=frozenset({ROOM})):
-    """What a real XMLStream fed ``chunks`` hands its stanza stream, with patch 15's hook set."""
+def routed(chunks, rooms=frozenset({ROOM}), archives=None):
+    """What a real XMLStream fed ``chunks`` hands its stanza stream, with patch 15's hooks set."""
 
     async def feed():
-        xs, got = hooked_stream(rooms)
+        xs, got = hooked_stream(rooms, archives)
         for chunk in chunks:
             xs.data_received(chunk)
         return got, xs
@@ -825,22 +829,8 @@ NOT_A_RESULT = (
 )
 
 
-class _ArchivesStream(_HookedStream):
-    def __init__(self, rooms, archives):
-        super().__init__(rooms)
-        self.minimix_archives = archives
-        self.minimix_archived = lambda stanza: None
-
-
 def archive_results(chunks, archives=frozenset({ROOM})):
-    async def feed():
-        xs, got = hooked_stream(frozenset())
-        xs._minimix_stanza_stream = _ArchivesStream(frozenset(), archives)
-        for chunk in chunks:
-            xs.data_received(chunk)
-        return got, xs
-
-    return asyncio.run(feed())
+    return routed(chunks, frozenset(), archives)
 
 
 @pytest.mark.parametrize("seed", range(10))
@@ -872,8 +862,7 @@ def test_an_archive_result_costs_a_fraction_of_the_xso_parse():
     async def calls(archives):
         import sys
 
-        xs, _ = hooked_stream(frozenset())
-        xs._minimix_stanza_stream = _ArchivesStream(frozenset(), archives)
+        xs, _ = hooked_stream(frozenset(), archives)
         xs.data_received(STREAM_HEADER + ARCHIVED)
         n = 0
 

@@ -223,3 +223,14 @@ def test_a_moved_aside_store_takes_its_journal_with_it(tmp_path):
         path.with_name(FILENAME + suffix).unlink(missing_ok=True)
     store = Store(path, on_reset=lambda reason, moved: None)
     assert store.replayed == 0 and store.messages_after({}, 0, 10)[0] == []
+
+
+def test_a_journal_that_cannot_be_read_never_stops_the_store(tmp_path):
+    path = tmp_path / FILENAME
+    path.with_name(FILENAME + ".journal").mkdir()  # not a file: reading it fails
+    store = Store(path)
+    assert store.replayed == 0 and "cannot be read" in store.replay_error
+    assert store.journal is None  # given up: groups are committed before their sends
+    with store.grouped(journaled=True):
+        store.set_room_cursor("r@muc", "id-1", 1.0)
+    assert sqlite3.connect(str(path)).execute("SELECT count(*) FROM room_state").fetchone()[0] == 1

@@ -265,9 +265,10 @@ class App:
             log.error("the store was unreadable: moved aside, starting a fresh one", reason=reason, moved_to=str(moved))
 
         self.store = store = Store(state_dir / STORE_FILENAME, on_reset=moved_aside)
-        if store.replayed or store.replay_error:
-            log.info("the store's journal replayed: writes of the last run it had not committed", groups=store.replayed,
-                     error=store.replay_error)
+        if store.replayed:
+            log.info("the store's journal replayed: writes of the last run it had not committed", groups=store.replayed)
+        if store.replay_error:
+            log.warning("the store's journal could not be replayed in full", error=store.replay_error)
         self.ack_mark = AckMark(state_dir / ACK_MARK_FILENAME)
         self.engine.clients.settings.update(store.load_clients())
         self.engine.restore(

@@ -221,13 +221,23 @@ class Store:
 
     def _replay(self) -> int:
         """Apply the journal's groups the database does not have yet; then empty it.  A
-        group that fails (it never should) is left out, with the rest (``replay_error``)."""
+        group that fails (it never should) is left out, with the rest (``replay_error``);
+        a journal that cannot be read or emptied is given up (commits before the sends)."""
         row = self.db.execute("SELECT seq FROM journal_state").fetchone()
-        applied = self._journal_seq = row[0] if row else 0
+        self._journal_seq = row[0] if row else 0
         if self.journal is None:
             return 0
+        try:
+            return self._apply_journal(self.journal)
+        except OSError as exc:
+            self.replay_error = self.journal_error = f"the journal cannot be read: {type(exc).__name__}: {exc}"
+            self.journal = None
+            return 0
+
+    def _apply_journal(self, journal: Journal) -> int:
+        applied = self._journal_seq
         replayed = 0
-        for seq, statements in self.journal.records():
+        for seq, statements in journal.records():
             self._journal_seq = max(self._journal_seq, seq)
             if seq <= applied:
                 continue
@@ -242,7 +252,7 @@ class Store:
                 break
             self.db.execute("COMMIT")
             replayed += 1
-        self.journal.clear()
+        journal.clear()
         return replayed
 
     def _set_journal_seq(self, seq: int) -> None:
