@@ -218,12 +218,16 @@ def room_message(
     )
 
 
+def subject_of(has_subject: bool, subject: str | None, body: str | None) -> str | None:
+    """A message's subject change: an empty <subject/> without a body clears the subject,
+    which is a change too ("")."""
+    return "" if has_subject and subject is None and body is None else subject
+
+
 def archived_message(room: str, rs: compat.RoomStanza, archived: mam.Archived) -> RoomMessage:
     """The event for a message from the room's archive, read by compat 15 (its text has the
     archive's id on it as a <stanza-id/> already)."""
-    subject = rs.subject
-    if rs.has_subject and subject is None and rs.body is None:
-        subject = ""
+    subject = subject_of(rs.has_subject, rs.subject, rs.body)
     return RoomMessage(
         room, rs.nick, rs.body, subject, stanza_id=rs.stanza_id or archived.id_, origin_id=rs.origin_id,
         message_id=rs.id_, ref=rs.text if rs.body is not None or subject is not None else None,
@@ -652,8 +656,7 @@ class Session:
         # {None: None}, so test for the element, not its text.
         if self._joined_by_subject(room, bool(message.subject), body):
             return
-        if message.subject and subject is None and body is None:
-            subject = ""  # the subject was cleared: that is a change too
+        subject = subject_of(bool(message.subject), subject, body)
         delays = message.xep0203_delay
         stamp = delays[0].stamp.timestamp() if delays and delays[0].stamp is not None else None
         self._post(room_message(room, message, body, subject, private=private, stamp=stamp))
@@ -663,11 +666,10 @@ class Session:
         room = rs.room
         if room not in self._nicks:  # left since it was read: dropped, as any message from it now
             return
-        body, subject = rs.body, rs.subject
+        body = rs.body
         if self._joined_by_subject(room, rs.has_subject, body):
             return
-        if rs.has_subject and subject is None and body is None:
-            subject = ""
+        subject = subject_of(rs.has_subject, rs.subject, body)
         self._post(RoomMessage(
             room, rs.nick, body, subject, stanza_id=rs.stanza_id, origin_id=rs.origin_id, message_id=rs.id_,
             ref=rs.text if body is not None or subject is not None else None, stamp=rs.stamp,
