@@ -42,6 +42,7 @@ from traffic import (
     CpuWindow,
     TapClient,
     blast,
+    gc_probe,
     median,
     new_account,
     on_loop,
@@ -162,7 +163,9 @@ class RelayBench:
     def _quiet(self) -> float:
         return on_loop(wait_quiet([self.srv.pid, self.daemon.pid]), 60)
 
-    def latency_run(self, mode: str, n: int, warmup: int, label: str) -> dict:
+    def latency_run(self, mode: str, n: int, warmup: int, label: str, hold_gc: bool = False) -> dict:
+        """``hold_gc``: the diagnostic run: Prosody's collector is held off meanwhile, and
+        what Prosody allocated per message is recorded (``prosody_alloc_kb_per_msg``)."""
         a = self.args
         o1 = self.observers[0]
         if mode == "relay":
@@ -175,6 +178,7 @@ class RelayBench:
         room = self.room_r if mode == "relay" else self.room_d1
         window = CpuWindow(self._pids())
         timeout = a.latency_timeout
+        heap_kb = gc_probe(self.sender, "stop") if hold_gc else None
         try:
             lat, cpu = on_loop(
                 sequential(self.sender, room, tap, n, warmup, a.latency_gap_ms / 1000, timeout, window),
@@ -185,6 +189,8 @@ class RelayBench:
             lat, cpu, error = [], None, f"timeout: {exc}"
         finally:
             o1.untap(run_id)
+            if heap_kb is not None:
+                heap_kb = gc_probe(self.sender, "restart") - heap_kb
         ms = [x * 1000 for x in lat]
         rec = {
             "kind": "latency",
@@ -201,6 +207,9 @@ class RelayBench:
             "duplicates": tap.duplicates,
             "unexpected": tap.unexpected,
         }
+        if heap_kb is not None:
+            rec["prosody_alloc_kb_per_msg"] = heap_kb / (n + warmup)
+            rec["_tag"] = " (diagnostic: Prosody's collector held off)"
         if cpu:
             rec.update({k: round(v, 3) for k, v in cpu.items()})
             rec["other_share"] = cpu["other_cpu_s"] / cpu["wall_s"] if cpu["wall_s"] else 0
@@ -277,7 +286,7 @@ class RelayBench:
         )
 
     def _print_run(self, r: dict) -> None:
-        tag = " (warm-up)" if r.get("warmup") else r.get("_tag", "")
+        tag = r.get("_tag") or (" (warm-up)" if r.get("warmup") else "")
         other = f"other CPU {r.get('other_share', 0):.2f} core"
         if r.get("error"):
             log(f"{r['kind']} {r['mode']} {r['label']}: {r['error']}{tag}")
@@ -325,6 +334,17 @@ class RelayBench:
                     self.blast_run, mode, a.blast_messages, label=f"round{r + 1}"
                 )
                 rec["round"] = r + 1
+        # The diagnostic pair, after the measured runs and never among them: what Prosody
+        # allocates per message, which sets how often its collector's steps fall on one.
+        for mode in modes:
+            try:
+                rec = self.latency_run(mode, a.latency_messages, a.latency_warmup, "gc-held", hold_gc=True)
+            except Exception as exc:  # noqa: BLE001 - a diagnostic: the measured runs stand
+                log(f"latency {mode} diagnostic run failed: {type(exc).__name__}: {exc}")
+                continue
+            rec.update(warmup=False, discarded=False, diagnostic=True)
+            self.runs.append(rec)
+            self._print_run(rec)
 
     def profile(self, outdir: Path) -> str:
         """One more relay blast with py-spy attached to the daemon (unmeasured)."""
@@ -376,7 +396,9 @@ class RelayBench:
     # -- report ------------------------------------------------------------------------------
 
     def summarize(self) -> dict:
-        kept = [r for r in self.runs if not r["warmup"] and not r["discarded"] and not r["error"]]
+        kept = [r for r in self.runs if not r["warmup"] and not r["discarded"] and not r["error"]
+                and not r.get("diagnostic")]
+        held = {r["mode"]: r for r in self.runs if r.get("diagnostic") and not r["error"]}
 
         def pick(kind, mode, key):
             return [r.get(key) for r in kept if r["kind"] == kind and r["mode"] == mode]
@@ -412,7 +434,11 @@ class RelayBench:
             "p99": paired("latency", "p99_ms"),
             "rate": paired("blast", "rate_msg_s"),
         }
-        med.update(run_counts(self.runs))
+        med["gc_held"] = {
+            mode: {k: held.get(mode, {}).get(k) for k in ("p50_ms", "p99_ms", "prosody_alloc_kb_per_msg")}
+            for mode in ("direct", "relay")
+        }
+        med.update(run_counts([r for r in self.runs if not r.get("diagnostic")]))
         return med
 
     def report(self, med: dict) -> tuple[list[str], dict]:
@@ -477,6 +503,16 @@ class RelayBench:
             f"blast; target < {TARGETS['relay_daemon_vs_prosody']}: Prosody saturates first; "
             f"here {bottleneck or '-'} saturates first)",
         ]
+        hd, hr = med["gc_held"]["direct"], med["gc_held"]["relay"]
+        lines += [
+            f"prosody_alloc_kb_per_msg: direct {f(hd['prosody_alloc_kb_per_msg'], 1)} KB, relay "
+            f"{f(hr['prosody_alloc_kb_per_msg'], 1)} KB ({f(ratio(hr['prosody_alloc_kb_per_msg'], hd['prosody_alloc_kb_per_msg']))} x; "
+            f"diagnostic: Prosody's Lua heap growth per latency message, its collector held off for one "
+            f"more run of each mode after the measured ones; no target)",
+            f"relay_latency_gc_held_p50_ms: direct {f(hd['p50_ms'])} ms, relay {f(hr['p50_ms'])} ms "
+            f"({f(ratio(hr['p50_ms'], hd['p50_ms']))} x; p99 {f(ratio(hr['p99_ms'], hd['p99_ms']))} x; "
+            f"the same diagnostic runs: the latency without the collector's steps; no target)",
+        ]
         if med["noisy_runs"] or med["noisy_kept"] or med["failed_runs"]:
             lines.append(
                 f"relay_noisy_runs: {med['noisy_runs']} repeated, {med['noisy_kept']} kept although "
@@ -493,6 +529,7 @@ class RelayBench:
         a = self.args
         ld, lr = med["latency_direct"], med["latency_relay"]
         bd, br = med["blast_direct"], med["blast_relay"]
+        hd, hr = med["gc_held"]["direct"], med["gc_held"]["relay"]
         ok = lambda k: "✅" if summary[k]["met"] else "❌"  # noqa: E731
         f = _fmt
         rows = [
@@ -503,6 +540,8 @@ class RelayBench:
             f"| throughput, {a.blast_messages} msgs to {a.relay_clients} clients | {f(bd['rate_msg_s'], 0)} msg/s | {f(br['rate_msg_s'], 0)} msg/s | {f(ratio(br['rate_msg_s'], bd['rate_msg_s']))}x | |",
             f"| Prosody CPU during the blast | {f(bd['prosody_cpu_pct'], 0)} % ({f(bd['prosody_cpu_ms_per_msg'], 2)} ms/msg) | {f(br['prosody_cpu_pct'], 0)} % ({f(br['prosody_cpu_ms_per_msg'], 2)} ms/msg) | | |",
             f"| daemon CPU during the blast | – | {f(br['daemon_cpu_pct'], 0)} % ({f(br['daemon_cpu_ms_per_msg'], 2)} ms/msg) | | ≤ 1.0 ms/msg {ok('relay_cpu_ms_per_msg')}; < Prosody's {ok('relay_daemon_vs_prosody_cpu')} |",
+            f"| diagnostic: Prosody allocates per latency message | {f(hd['prosody_alloc_kb_per_msg'], 1)} KB | {f(hr['prosody_alloc_kb_per_msg'], 1)} KB | {f(ratio(hr['prosody_alloc_kb_per_msg'], hd['prosody_alloc_kb_per_msg']))}x | |",
+            f"| diagnostic: latency p50, Prosody's collector held off | {f(hd['p50_ms'])} ms | {f(hr['p50_ms'])} ms | {f(ratio(hr['p50_ms'], hd['p50_ms']))}x | |",
         ]
         return "\n".join(rows)
 

@@ -48,13 +48,28 @@ def wall(t_perf: float) -> float:
 def traffic_server(workdir: Path) -> ProsodyServer:
     """The harness's Prosody (tests/servers: stock 0.12 modules and defaults) with the two
     changes of the perf-floors README: muc_room_cache_size raised (rooms never swap out)
-    and storage_archive_item_limit raised (no archive truncation stalls)."""
+    and storage_archive_item_limit raised (no archive truncation stalls).  The bench's
+    probe module is loaded for its allocation probe (gc_probe), which does nothing until
+    asked: the measured runs never ask."""
     options = ProsodyOptions(
         muc_room_cache_size=MUC_ROOM_CACHE_SIZE,
         extra_config=f"storage_archive_item_limit = {ARCHIVE_ITEM_LIMIT}",
         log_level="warn",
+        plugin_paths=(str(Path(__file__).resolve().parent / "prosody_probe"),),
+        modules=("bench_probe",),
     )
     return ProsodyServer(Path(workdir) / "prosody", options=options)
+
+
+def gc_probe(client: TestClient, op: str) -> float:
+    """Prosody's Lua heap in KB, then its collector held off (op "stop") or let go
+    ("restart"): mod_bench_probe's allocation probe."""
+    r = client.iq(
+        f"<gc xmlns='urn:minimix:bench:gc' op={attr(op)}/>",
+        to=client.bare.split("@")[1],
+        type_="set",
+    )
+    return float(r.xml[0].get("kb"))
 
 
 def new_account(server: ProsodyServer, localpart: str) -> Account:
