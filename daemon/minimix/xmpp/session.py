@@ -224,15 +224,21 @@ def subject_of(has_subject: bool, subject: str | None, body: str | None) -> str 
     return "" if has_subject and subject is None and body is None else subject
 
 
-def archived_message(room: str, rs: compat.RoomStanza, archived: mam.Archived) -> RoomMessage:
-    """The event for a message from the room's archive, read by compat 15 (its text has the
-    archive's id on it as a <stanza-id/> already)."""
+def stanza_message(
+    room: str, rs: compat.RoomStanza, *, stanza_id: str | None, stamp: float | None, archived: bool = False
+) -> RoomMessage:
+    """The event for a room message compat 15 read without XSOs, live or from the archive."""
     subject = subject_of(rs.has_subject, rs.subject, rs.body)
     return RoomMessage(
-        room, rs.nick, rs.body, subject, stanza_id=rs.stanza_id or archived.id_, origin_id=rs.origin_id,
-        message_id=rs.id_, ref=rs.text if rs.body is not None or subject is not None else None,
-        stamp=archived.stamp, archived=True,
+        room, rs.nick, rs.body, subject, stanza_id=stanza_id, origin_id=rs.origin_id, message_id=rs.id_,
+        ref=rs.text if rs.body is not None or subject is not None else None, stamp=stamp, archived=archived,
     )  # fmt: skip
+
+
+def archived_message(room: str, rs: compat.RoomStanza, archived: mam.Archived) -> RoomMessage:
+    """The event for a message from the room's archive (its text has the archive's id on it
+    as a <stanza-id/> already)."""
+    return stanza_message(room, rs, stanza_id=rs.stanza_id or archived.id_, stamp=archived.stamp, archived=True)
 
 
 # What every message to the user's clients says: no carbon copies to the others (XEP-0280
@@ -666,14 +672,9 @@ class Session:
         room = rs.room
         if room not in self._nicks:  # left since it was read: dropped, as any message from it now
             return
-        body = rs.body
-        if self._joined_by_subject(room, rs.has_subject, body):
+        if self._joined_by_subject(room, rs.has_subject, rs.body):
             return
-        subject = subject_of(rs.has_subject, rs.subject, body)
-        self._post(RoomMessage(
-            room, rs.nick, body, subject, stanza_id=rs.stanza_id, origin_id=rs.origin_id, message_id=rs.id_,
-            ref=rs.text if body is not None or subject is not None else None, stamp=rs.stamp,
-        ))  # fmt: skip
+        self._post(stanza_message(room, rs, stanza_id=rs.stanza_id, stamp=rs.stamp))
 
     def _joined_by_subject(self, room: str, has_subject: bool, body: str | None) -> bool:
         """The subject that ends our join: not news (True: taken)."""
