@@ -178,7 +178,8 @@ class RelayBench:
         room = self.room_r if mode == "relay" else self.room_d1
         window = CpuWindow(self._pids())
         timeout = a.latency_timeout
-        heap_kb = gc_probe(self.sender, "stop") if hold_gc else None
+        heap0_kb = gc_probe(self.sender, "stop") if hold_gc else None
+        alloc_kb = None
         try:
             lat, cpu = on_loop(
                 sequential(self.sender, room, tap, n, warmup, a.latency_gap_ms / 1000, timeout, window),
@@ -189,8 +190,8 @@ class RelayBench:
             lat, cpu, error = [], None, f"timeout: {exc}"
         finally:
             o1.untap(run_id)
-            if heap_kb is not None:
-                heap_kb = gc_probe(self.sender, "restart") - heap_kb
+            if heap0_kb is not None:
+                alloc_kb = gc_probe(self.sender, "restart") - heap0_kb
         ms = [x * 1000 for x in lat]
         rec = {
             "kind": "latency",
@@ -207,8 +208,8 @@ class RelayBench:
             "duplicates": tap.duplicates,
             "unexpected": tap.unexpected,
         }
-        if heap_kb is not None:
-            rec["prosody_alloc_kb_per_msg"] = heap_kb / (n + warmup)
+        if alloc_kb is not None:
+            rec["prosody_alloc_kb_per_msg"] = alloc_kb / (n + warmup)
             rec["_tag"] = " (diagnostic: Prosody's collector held off)"
         if cpu:
             rec.update({k: round(v, 3) for k, v in cpu.items()})
