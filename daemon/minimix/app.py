@@ -60,6 +60,7 @@ from minimix.xmpp.session import (
     Session,
     StreamResumed,
     StreamSuspended,
+    address_check,
 )
 
 log = structlog.get_logger("minimix")
@@ -158,6 +159,7 @@ class App:
             offline_status=config.presence.offline_status,
             catchup_max=config.relay.catchup_max,
             playback_max=config.relay.playback_max,
+            address_check=address_check,
         )
         self.store: Store | None = None
         self.ack_mark: AckMark | None = None

@@ -205,7 +205,7 @@ def test_the_other_commands_through_forms(user):
 
 
 def test_bad_forms_get_an_error_and_cancel_is_honoured(user):
-    joined_room(user)
+    _, room = joined_room(user)
     laptop = user.other("laptop")
     jid = user.full_jid
 
@@ -225,6 +225,17 @@ def test_bad_forms_get_an_error_and_cancel_is_honoured(user):
     with pytest.raises(StanzaError) as bad:  # no text
         execute(laptop, jid, "say", "complete", first.get("sessionid"), {"room": "x"})
     assert bad.value.condition == "bad-request"
+
+    # An action outside the form's options is refused (it once acted as "remove").
+    assert run_form(laptop, jid, "keywords", {"action": "add", "word": "zz"}) == "keywords: zz"
+    first = execute(laptop, jid, "keywords")
+    with pytest.raises(StanzaError) as bad:
+        execute(laptop, jid, "keywords", "complete", first.get("sessionid"), {"action": "explode", "word": "zz"})
+    assert bad.value.condition == "bad-request"
+    assert user.command(laptop, "keywords list") == "keywords: zz"
+    # A say form with its text left empty posts nothing.
+    answer = run_form(laptop, jid, "say", {"room": room, "text": ""})
+    assert answer.startswith("usage: say ROOM TEXT"), answer
 
     first = execute(laptop, jid, "relay")
     canceled = execute(laptop, jid, "relay", "cancel", first.get("sessionid"))

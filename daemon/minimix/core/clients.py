@@ -7,6 +7,7 @@ is mirrored into the rooms.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -63,6 +64,12 @@ class Relayed:
     private: bool
     client: str | None = None
     seq: int | None = None
+
+
+def private_key(msg: RoomMessage) -> str:
+    """The de-duplication key of a private message: who, the stanza's id, and its text."""
+    what = "\0".join(x or "" for x in (msg.nick, msg.message_id, msg.stanza_id, msg.origin_id, msg.body))
+    return "pm:" + hashlib.blake2b(what.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 def _bounded_put(d: OrderedDict, key: str, value: object) -> None:
@@ -150,7 +157,11 @@ class Clients:
         """
         # The room's archive id identifies a message; without one (a room without stanza-ids,
         # subject changes on Prosody) the sender's origin-id, else what it says and who.
-        if msg.stanza_id:
+        # A private message's ids are the sender's own (the room stamps none on it): it is
+        # one message per sender, id and text, whatever ids it claims.
+        if msg.private:
+            keys = [private_key(msg)]
+        elif msg.stanza_id:
             keys = [f"sid:{msg.stanza_id}"]
         elif msg.origin_id:
             keys = [f"oid:{msg.origin_id}"]
@@ -174,7 +185,9 @@ class Clients:
             # No archive, no ids: the next join asks for the history since this message.
             self.room_cursor[msg.room] = (None, stamp)
             actions.append(A.SaveRoom(msg.room, cursor=(None, stamp)))
-        sender = self.posted.get(msg.origin_id) if msg.origin_id else None  # our own echo
+        # Our own echo: our origin-id, from our occupant (anyone can copy an origin-id).
+        own = msg.origin_id and not msg.private and msg.nick in self._nicks(msg.room)
+        sender = self.posted.get(msg.origin_id) if own else None
         deliveries = [
             (resource, self._relay_id(resource, msg.room, seq))
             for resource in self.online
@@ -503,6 +516,8 @@ class Clients:
 
     def _answer(self, resource: str, target: Relayed, text: str) -> list[A.Action]:
         room = self.engine.rooms.get(target.room)
+        if not text.strip():
+            return [A.Reply(resource, f"your reply to {target.room} had nothing but the quote: nothing was sent")]
         if room is None or room.nick is None:
             return [A.Reply(resource, f"not in {target.room} right now: your reply was not sent")]
         if target.private and target.nick:
@@ -551,6 +566,8 @@ class Clients:
                 room = self._resolve(query, self._known_rooms(), allow_new=True)
                 if isinstance(room, Problem):
                     return [reply(room.text)]
+                if problem := C.address_problem(room, nick, self.engine.address_check):
+                    return [reply(f"not bookmarked: {problem}")]
                 return [A.UpdateBookmark(room, autojoin=True, nick=nick),
                         reply(f"bookmarked {room} with autojoin" + (f" as {nick}" if nick else "") + "; joining")]
             case C.Leave(query):
@@ -562,7 +579,11 @@ class Clients:
                 room = self._resolve(query, self._known_rooms())
                 if isinstance(room, Problem):
                     return [reply(room.text)]
+                if problem := C.address_problem(room, nick, self.engine.address_check):
+                    return [reply(f"nick not changed: {problem}")]
                 return [A.UpdateBookmark(room, nick=nick), reply(f"nick in {room}: {nick}")]
+            case C.Say(_, text, _) if not text.strip():
+                return [reply("usage: say ROOM TEXT (there was no text: nothing was sent)")]
             case C.Say(query, text, nick):
                 joined = [r.jid for r in self.engine.rooms if r.nick is not None]
                 room = self._resolve(query, joined)

@@ -7,9 +7,12 @@ leading ``/`` or ``!`` is tolerated.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+import unicodedata
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from minimix.core.bookmarks import MAX_NICK_BYTES
 from minimix.core.relay import Mode
 
 HELP = """\
@@ -84,17 +87,25 @@ class Unknown:
 
 Command = Help | Status | Rooms | Relay | Keywords | Join | Leave | Nick | Say | Unknown
 
-MAX_LINE = 4096
+# The first word and the rest: any whitespace separates words (a tab, a no-break space).
+_FIRST_WORD = re.compile(r"(\S*)\s*(.*)", re.S)
+
+
+def _first_word(text: str) -> tuple[str, str]:
+    m = _FIRST_WORD.match(text)
+    return m[1], m[2]
 
 
 def parse(text: str) -> Command:
-    line = text.strip()[:MAX_LINE] if isinstance(text, str) else ""
+    """One command.  Nothing is cut off: ``say``'s text is posted whole (a message is
+    bounded by the server's stanza size already)."""
+    line = text.strip() if isinstance(text, str) else ""
     if line[:1] in ("/", "!"):
         line = line[1:].lstrip()
-    verb, _, rest = line.partition(" ")
+    verb, rest = _first_word(line)
     verb = verb.casefold()
     rest = rest.strip()
-    args = rest.split()
+    args = rest.split(maxsplit=2)
     match verb:
         case "" | "help" | "?":
             return Help()
@@ -111,7 +122,7 @@ def parse(text: str) -> Command:
             if op == "list" and len(args) <= 1:
                 return Keywords("list")
             if op in ("add", "remove") and len(args) >= 2:
-                return Keywords(op, " ".join(args[1:]))
+                return Keywords(op, " ".join(rest.split()[1:]))
             return Unknown(text, "keywords add|remove WORD, or keywords list")
         case "join":
             if len(args) in (1, 2):
@@ -126,7 +137,7 @@ def parse(text: str) -> Command:
                 return Nick(args[0], rest[len(args[0]) :].strip())
             return Unknown(text, "nick ROOM NICK")
         case "say":
-            target, _, body = rest.partition(" ")
+            target, body = _first_word(rest)
             body = body.strip()
             if not target or not body:
                 return Unknown(text, "say ROOM TEXT")
@@ -168,3 +179,30 @@ def resolve_room(query: str, rooms: Iterable[str], *, allow_new: bool = False) -
     if matches:
         return Ambiguous(tuple(matches))
     return NotFound(query)
+
+
+#: The edge's own check of a room address and nick (stringprep, which the core does not do):
+#: (room, nick or None) -> why they cannot be bookmarked, or None.
+AddressCheck = Callable[[str, str | None], str | None]
+
+_NOT_IN_ADDRESSES = ("Cc", "Cf", "Co", "Cs", "Cn")  # control, format, private use, surrogate, unassigned
+
+
+def address_problem(room: str, nick: str | None = None, check: AddressCheck | None = None) -> str | None:
+    """Why ``room`` (and ``nick``) cannot go into a bookmark, or None: what the bookmark
+    reader would skip must never be written (it would leave the room)."""
+    local, at, domain = room.partition("@")
+    if not at or not local or not domain or "@" in domain or "/" in room:
+        return f"{room[:100]!r} is not a room address (room@service)"
+    if any(c.isspace() or unicodedata.category(c) in _NOT_IN_ADDRESSES for c in room):
+        return f"{room[:100]!r} is not a room address: it has spaces or control characters"
+    if max(len(local.encode("utf-8", "surrogatepass")), len(domain.encode("utf-8", "surrogatepass"))) > 1023:
+        return "that room address is too long"
+    if nick is not None:
+        if not nick.strip():
+            return "the nick is empty"
+        if len(nick.encode("utf-8", "surrogatepass")) > MAX_NICK_BYTES:
+            return f"the nick is longer than {MAX_NICK_BYTES} bytes"
+        if any(unicodedata.category(c) in ("Cc", "Co", "Cs", "Cn") for c in nick):
+            return "the nick has control characters"
+    return check(room, nick) if check is not None else None

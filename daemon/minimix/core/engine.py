@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from minimix.core import actions as A
 from minimix.core.bookmarks import Bookmark, BookmarkSet, wants
 from minimix.core.clients import Clients
+from minimix.core.commands import AddressCheck
 from minimix.core.events import (
     CatchUpDone,
     CatchUpPage,
@@ -88,8 +89,10 @@ class Engine:
         offline_status: str = "not connected",
         catchup_max: int = 500,
         playback_max: int = 200,
+        address_check: AddressCheck | None = None,
     ) -> None:
         self.default_nick = default_nick
+        self.address_check = address_check  # the edge's stringprep of what commands bookmark
         rng = rng or random.Random()
         self.bookmarks = BookmarkSet()
         self.effective: dict[str, Bookmark] = {}

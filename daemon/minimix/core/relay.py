@@ -63,20 +63,26 @@ def _unspaced(char: str) -> bool:
     return unicodedata.name(char, "").startswith(_UNSPACED)
 
 
+def _fold(text: str) -> str:
+    """Caseless and canonically composed: "JÖRG" typed as O + U+0308 is "jörg"."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", text).casefold())
+
+
 @lru_cache(maxsize=4096)
 def _word_pattern(word: str) -> re.Pattern[str]:
     # Word boundaries that also work for nicks starting or ending with punctuation ("[bot]",
     # "alice_") and for any script: the word may not touch a letter or digit on either side —
     # except on a side where it ends in a script written without spaces (雪, ไทย).
-    word = word.casefold()
+    word = _fold(word)
     before = "" if _unspaced(word[0]) else r"(?<![\w])"
     after = "" if _unspaced(word[-1]) else r"(?![\w])"
     return re.compile(before + re.escape(word) + after)
 
 
 def mentions(text: str, words: Iterable[str]) -> bool:
-    """True if ``text`` contains one of ``words`` as a whole word, case-insensitively."""
-    folded = text.casefold()
+    """True if ``text`` contains one of ``words`` as a whole word, case-insensitively and
+    whichever way an accent was typed (Unicode normalisation form C)."""
+    folded = _fold(text)
     return any(w and _word_pattern(w).search(folded) for w in words)
 
 

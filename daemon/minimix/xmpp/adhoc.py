@@ -28,6 +28,7 @@ F = aioxmpp.forms
 DEFAULT = "(this client's default)"
 ANSWER_TIMEOUT_S = 10.0
 SESSIONS = 256
+KEYWORD_ACTIONS = ("add", "remove", "list")
 
 
 def _field(var: str, label: str, type_: Any, options: list[str] | None = None, value: str | None = None,
@@ -88,12 +89,14 @@ class AdhocCommands:
 
     def _keywords_form(self) -> list[F.Field]:
         return [
-            _field("action", "Action", F.FieldType.LIST_SINGLE, ["add", "remove", "list"], "add"),
+            _field("action", "Action", F.FieldType.LIST_SINGLE, list(KEYWORD_ACTIONS), "add"),
             _field("word", "Word", F.FieldType.TEXT_SINGLE, required=False),
         ]
 
     def _keywords(self, values: dict[str, str]) -> C.Command:
-        action = values.get("action", "list")
+        action = values.get("action") or "list"
+        if action not in KEYWORD_ACTIONS:
+            raise ValueError(f"action must be one of {', '.join(KEYWORD_ACTIONS)}, not {action[:40]!r}")
         word = values.get("word", "").strip()
         return C.Keywords("list") if action == "list" or not word else C.Keywords(action, word)
 

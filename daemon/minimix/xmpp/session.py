@@ -300,6 +300,16 @@ def _nick_ok(room: str | None, nick: str | None) -> bool:
     return True
 
 
+def address_check(room: str, nick: str | None) -> str | None:
+    """The core's AddressCheck: what the bookmark reader would skip (stringprep)."""
+    norm, error = normalise_room(room)
+    if norm is None:
+        return f"{room[:100]!r} is not a room address ({error})"
+    if nick and not _nick_ok(norm, nick):
+        return "the nick is not a valid XMPP nick (resourceprep)"
+    return None
+
+
 def raw_pep_item(item_id: str | None, payload: Any) -> RawItem:
     item_id = item_id or ""
     room, error = normalise_room(item_id)

@@ -100,9 +100,12 @@ NS_CARBONS = "urn:xmpp:carbons:2"
 
 
 class FallbackBody(xso.XSO):
+    """Read as text: a range that is not two numbers must not make the whole message
+    unreadable (aioxmpp drops a stanza whose attribute fails its type); see strip_fallback."""
+
     TAG = (NS_FALLBACK, "body")
-    start = xso.Attr("start", type_=xso.Integer(), default=None)
-    end = xso.Attr("end", type_=xso.Integer(), default=None)
+    start = xso.Attr("start", default=None)
+    end = xso.Attr("end", default=None)
 
 
 class Fallback(xso.XSO):
@@ -185,13 +188,26 @@ class ClientMessage(aioxmpp.stanza.StanzaBase):
 aioxmpp.Message.minimix_unknown = xso.Collector()
 
 
+def _fallback_range(b: FallbackBody, length: int) -> tuple[int, int] | None:
+    try:
+        start = int(b.start) if b.start is not None else 0
+        end = int(b.end) if b.end is not None else length
+    except ValueError:
+        return None
+    return (start, end) if 0 <= start <= end <= length else None
+
+
 def strip_fallback(body: str, message: aioxmpp.Message, for_: str) -> str:
-    """The body without the parts marked as a fallback for ``for_`` (XEP-0428, code points)."""
+    """The body without the parts marked as a fallback for ``for_`` (XEP-0428, code points).
+
+    A range that is not 0 <= start <= end <= len(body) says nothing reliable: it is ignored,
+    and that text stays in."""
     cuts = sorted(
-        (b.start or 0, b.end if b.end is not None else len(body))
+        cut
         for f in message.minimix_fallbacks
         if f.for_ == for_
         for b in f.bodies
+        if (cut := _fallback_range(b, len(body))) is not None
     )
     if not cuts:
         return body
