@@ -273,13 +273,16 @@ class App:
             log.warning("the store's journal could not be replayed in full", error=store.replay_error)
         self.ack_mark = AckMark(state_dir / ACK_MARK_FILENAME)
         self.engine.clients.settings.update(store.load_clients())
-        self.engine.restore(
+        marks = self.engine.restore(
             next_seq=store.max_seq() + 1,
             rooms=store.room_states(),
             cursors=store.cursors(),
             offline_since=store.offline_since(),
             receipts=store.receipt_clients(),
         )
+        with store.grouped():
+            for client, seq in marks.items():
+                store.set_offline_since(client, seq)
 
     async def _settle_previous_run(self) -> None:
         """Relays in flight when the last run ended (a crash): did they reach the server?
@@ -523,9 +526,9 @@ class App:
                         self.store.set_room_mam(room, mam)
                 case A.CatchUp(room, after, limit, token):
                     session.catch_up(room, after, limit, token)
-                case A.LoadPlayback(client, cursors, default, limit):
+                case A.LoadPlayback(client, cursors, default, limit, after):
                     assert self.store is not None
-                    found, more = self.store.messages_after(cursors, default, limit)
+                    found, more = self.store.messages_after(cursors, default, limit, after)
                     stored = tuple(
                         Stored(m.seq, m.room, m.nick, m.private, m.stamp, m.body, m.subject, m.text, m.xml)
                         for m in found

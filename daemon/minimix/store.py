@@ -379,24 +379,26 @@ class Store:
             if m.stanza_id:
                 self._set_room_cursor(m.room, m.stanza_id, m.stamp)
 
-    def messages_after(self, cursors: dict[str, int], default: int, limit: int) -> tuple[list[StoredMessage], int]:
-        """Messages after each room's cursor (``default`` for other rooms), oldest first: at
-        most ``limit`` of them, and how many more there are."""
-        low = min([*cursors.values(), default])
+    def messages_after(
+        self, cursors: dict[str, int], default: int, limit: int, after: int = 0
+    ) -> tuple[list[StoredMessage], int]:
+        """Messages after each room's cursor (``default`` for other rooms) and after
+        ``after``, oldest first: at most ``limit`` of them, and 1 if there are more, else 0
+        (the next page starts after the last one)."""
+        low = max(min([*cursors.values(), default]), after)
         rows = self._read(
             "SELECT seq, room, stanza_id, nick, private, stamp, body, subject, text, xml "
             "FROM message WHERE seq > ? ORDER BY seq",
             (low,),
         )
-        found, more = [], 0
+        found: list[StoredMessage] = []
         for row in rows:
             if row[0] <= cursors.get(row[1], default):
                 continue
-            if len(found) < limit:
-                found.append(StoredMessage(row[0], row[1], row[2], row[3], bool(row[4]), *row[5:]))
-            else:
-                more += 1
-        return found, more
+            if len(found) == limit:
+                return found, 1
+            found.append(StoredMessage(row[0], row[1], row[2], row[3], bool(row[4]), *row[5:]))
+        return found, 0
 
     def keys_since(self, room: str, since: float) -> list[str]:
         """The de-duplication keys of a room's messages logged since ``since``."""

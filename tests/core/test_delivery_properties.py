@@ -214,9 +214,11 @@ class Delivery(RuleBasedStateMachine):
                         self.cursors[key] = max(self.cursors.get(key, row[2]), row[2])
             case A.CatchUp():
                 self.catchups.append(PendingCatchUp(action))
-            case A.LoadPlayback(client, cursors, default, limit):
+            case A.LoadPlayback(client, cursors, default, limit, after):
                 found = [
-                    m for seq, m in sorted(self.log.items()) if seq > cursors.get(m.room, default)
+                    m
+                    for seq, m in sorted(self.log.items())
+                    if seq > cursors.get(m.room, default) and seq > after
                 ]
                 stored = tuple(
                     Stored(
@@ -224,7 +226,7 @@ class Delivery(RuleBasedStateMachine):
                     )
                     for m in found[:limit]
                 )
-                self.handle(PlaybackLoaded(client, stored, max(0, len(found) - limit)))
+                self.handle(PlaybackLoaded(client, stored, int(len(found) > limit)))
             case A.SaveOffline(client, seq):
                 if seq is None:
                     self.offline_since.pop(client, None)
@@ -571,6 +573,7 @@ def test_a_keyword_mention_owed_at_start_is_in_the_playback():
     )
     engine.handle(SessionEstablished(), 1000.0)
     engine.handle(ClientPresence("phone", True), 1000.0)
+    engine.handle(PepBookmarksLoaded((bookmark(room),)), 1000.0)  # asks for the playback
     actions = engine.handle(PlaybackLoaded("phone", (stored(2, room, f"{KEYWORD}?"),)), 1000.0)
     assert [a.seq for a in actions if isinstance(a, A.Relay)] == [2]
 

@@ -191,6 +191,7 @@ class LoadPlayback(Action):
     cursors: dict[str, int]
     default: int  # for rooms without a cursor
     limit: int
+    after: int = 0  # a page after the first: only what comes after this message
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -27,6 +27,7 @@ from minimix.core.events import (
     RelayReceived,
     RelaysAcked,
     RoomMessage,
+    Stored,
     TimerKind,
 )
 from minimix.core.relay import ClientSettings, Incoming, Mode, Seen, config_mode, wants
@@ -91,6 +92,25 @@ def fallback_text(msg: RoomMessage) -> str:
     return f"[{label}] {nick}: {msg.body}"
 
 
+PLAYBACK_PAGE = 500  # messages read from the log at a time for a playback
+
+
+@dataclass
+class Playback:
+    """A returning client's playback, read from the log page by page (oldest first).
+
+    What was owed from before the client left (``mark``: the last message it was there for;
+    relays in flight at a crash, or bounced) goes out whole, as it is read: nothing the
+    server did not deliver is ever dropped.  Of what came while it was away, it gets the
+    newest ``playback_max`` that its mode selects, after one notice of how many earlier
+    ones are not shown (a bouncer's ring buffer)."""
+
+    mark: int | None
+    kept: deque[Stored]
+    skipped: int = 0
+    sent: int = 0
+
+
 @dataclass
 class Clients:
     engine: Engine
@@ -124,6 +144,7 @@ class Clients:
     receipts: set[str] = field(default_factory=set)
     awaiting: dict[str, tuple[str, str, int]] = field(default_factory=dict)  # relay id → (client, room, seq)
     deferred_playback: set[str] = field(default_factory=set)  # came back before the bookmarks
+    playbacks: dict[str, Playback] = field(default_factory=dict)  # client → its playback being read
 
     # -- relay ------------------------------------------------------------------------
 
@@ -406,12 +427,17 @@ class Clients:
     def _playback(self, client: str) -> list[A.Action]:
         """A client (re)appeared: load what it has not had since it was last here."""
         cursors = {room: seq for (c, room), seq in self.cursors.items() if c == client}
-        default = self.offline_since.get(client)
-        if not cursors and default is None:
+        mark = self.offline_since.get(client)
+        if not cursors and mark is None:
             return []  # never seen before: it starts with live traffic
-        if default is None:
-            default = self.next_seq - 1  # only rooms it had relays in
-        return [A.LoadPlayback(client, cursors, default, self.playback_max * 5)]
+        self.playbacks[client] = Playback(mark, deque(maxlen=max(self.playback_max, 1)))
+        return [self._load_playback(client, 0)]
+
+    def _load_playback(self, client: str, after: int) -> A.LoadPlayback:
+        cursors = {room: seq for (c, room), seq in self.cursors.items() if c == client}
+        mark = self.playbacks[client].mark
+        default = mark if mark is not None else self.next_seq - 1  # else only rooms it had relays in
+        return A.LoadPlayback(client, cursors, default, PLAYBACK_PAGE, after)
 
     def bookmarks_loaded(self) -> list[A.Action]:
         """The bookmarks are known: the clients that came back before them get their playback."""
@@ -424,30 +450,44 @@ class Clients:
 
     def playback_loaded(self, ev: PlaybackLoaded) -> list[A.Action]:
         client = ev.client
-        if client not in self.online:
+        pb = self.playbacks.get(client)
+        if pb is None or client not in self.online:
+            self.playbacks.pop(client, None)
             return []
         pending = {seq for c, _, seq in (*self.inflight.values(), *self.awaiting.values()) if c == client}
         actions: list[A.Action] = []
-        sent = skipped = 0
         for m in ev.messages:
             if m.seq in pending or not self._wanted(client, m.room, m.body, m.subject, m.private):
                 continue
-            if sent >= self.playback_max:
-                skipped += 1
+            if pb.mark is None or m.seq <= pb.mark:
+                actions.append(self._play(client, m))  # owed from before it left: whole
+                pb.sent += 1
                 continue
-            sent += 1
-            relay_id = self._relay_id(client, m.room, m.seq)
-            _bounded_put(self.relayed, relay_id, Relayed(m.room, m.nick, None, m.private, client, m.seq))
-            actions.append(A.Relay(m.room, ((client, relay_id),), m.text, m.ref, m.private, seq=m.seq, stamp=m.stamp))
-        if skipped or ev.more:
-            more = f"{skipped}" if not ev.more else f"{skipped}+"
-            actions.append(A.Reply(client, f"{more} more messages from while you were away are not shown"))
+            if len(pb.kept) == pb.kept.maxlen:
+                pb.skipped += 1
+            if self.playback_max > 0:
+                pb.kept.append(m)
+            else:
+                pb.skipped += 1
+        if ev.more and ev.messages:
+            return [*actions, self._load_playback(client, ev.messages[-1].seq)]
+        del self.playbacks[client]
+        if pb.skipped:
+            actions.append(A.Reply(client, f"{pb.skipped} earlier messages from while you were away are not shown"))
+        for m in pb.kept:
+            actions.append(self._play(client, m))
+            pb.sent += 1
         if client in self.offline_since:
             del self.offline_since[client]
             actions.append(A.SaveOffline(client, None))
-        if sent:
-            actions.append(A.Note("info", "playback", {"client": client, "messages": sent}))
+        if pb.sent:
+            actions.append(A.Note("info", "playback", {"client": client, "messages": pb.sent}))
         return actions
+
+    def _play(self, client: str, m: Stored) -> A.Relay:
+        relay_id = self._relay_id(client, m.room, m.seq)
+        _bounded_put(self.relayed, relay_id, Relayed(m.room, m.nick, None, m.private, client, m.seq))
+        return A.Relay(m.room, ((client, relay_id),), m.text, m.ref, m.private, seq=m.seq, stamp=m.stamp)
 
     # -- presence -----------------------------------------------------------------------
 

@@ -206,8 +206,9 @@ class Engine:
         cursors: Mapping[tuple[str, str], int],
         offline_since: Mapping[str, int],
         receipts: Iterable[str] = (),
-    ) -> None:
-        """The state kept in the store, at start."""
+    ) -> dict[str, int]:
+        """The state kept in the store, at start.  Returns the clients it marked as gone
+        since the last message logged (to be saved)."""
         c = self.clients
         c.next_seq = next_seq
         for room, (last_id, last_stamp, mam) in rooms.items():
@@ -218,6 +219,13 @@ class Engine:
         c.cursors.update(cursors)
         c.offline_since.update(offline_since)
         c.receipts.update(receipts)
+        # A client known from the last run but not marked as gone was there when it ended:
+        # whatever is logged from now on is owed to it, in every room, until it is seen
+        # (it may be gone by now, and a room it never had a relay in has no cursor).
+        marks = {}
+        for client in sorted({*(k for k, _ in cursors), *c.settings, *receipts} - set(c.offline_since)):
+            marks[client] = c.offline_since[client] = next_seq - 1
+        return marks
 
     def history_since(self, room: str) -> float | None:
         return self.clients.history_since(room)
