@@ -77,6 +77,28 @@ def test_a_count_that_was_short_brings_a_few_more_never_more_than_twice_the_limi
     assert [i for p in pages for i in p] == [f"m{i}" for i in range(1, 21)]
 
 
+class ExpiredArchive(FakeArchive):
+    """Our cursor m0 (and what came before it) expired from the archive: a query that names
+    its id is an error, as Prosody answers it."""
+
+    def __init__(self, n: int, count: int | None) -> None:
+        super().__init__(n, count)
+        self.items = self.items[1:]
+
+    async def page(self, archive, *, after_id=None, start=None, before=None, after=None, max_=mam.PAGE):
+        if "m0" in (after_id, after):
+            raise aioxmpp.errors.XMPPCancelError(aioxmpp.ErrorCondition.ITEM_NOT_FOUND)
+        return await super().page(archive, after_id=after_id, start=start, before=before, after=after, max_=max_)
+
+
+@pytest.mark.parametrize("count", [5, 50])
+def test_a_cursor_gone_from_the_archive_catches_up_by_time(count):
+    """An expired cursor once ended the catch-up with item-not-found: nothing relayed."""
+    found, pages, more, streamed = run(ExpiredArchive(5, count=count), limit=20)
+    assert [i for p in pages for i in p] + found == [f"m{i}" for i in range(1, 6)]
+    assert more == 0
+
+
 # -- against the real Prosody: what the choice between the two rests on -------------------------
 
 

@@ -20,12 +20,14 @@ import aioxmpp
 import aioxmpp.forms
 import aioxmpp.misc
 import aioxmpp.xso as xso
+import structlog
 from aioxmpp.rsm.xso import After, Before, ResultSetMetadata
 
 from minimix.xmpp import compat
 
 NS_MAM = "urn:xmpp:mam:2"
 NS_MAM_EXTENDED = "urn:xmpp:mam:2#extended"
+log = structlog.get_logger("minimix.xmpp")
 PAGE = 100
 QUERY_TIMEOUT_S = 30.0
 
@@ -178,10 +180,27 @@ async def catch_up(
     """
     after_id, after_stamp = after
     by_id = extended and after_id is not None
-    if by_id and on_page is not None and limit > 0:
-        streamed = await _forward(archives, room, after_id, after_stamp, limit, on_page)
-        if streamed is not None:
-            return [], 0, streamed
+    try:
+        if by_id and on_page is not None and limit > 0:
+            streamed = await _forward(archives, room, after_id, after_stamp, limit, on_page)
+            if streamed is not None:
+                return [], 0, streamed
+        return await _backward(archives, room, after, limit, by_id)
+    except aioxmpp.errors.XMPPError as exc:
+        if not by_id or exc.condition != aioxmpp.ErrorCondition.ITEM_NOT_FOUND:
+            raise
+    # The archive no longer has our cursor's id (it expired, or was cleared): by time,
+    # from the cursor's time, instead of nothing at all.  Whatever it still has from before
+    # the cursor is older still, and gone with it.
+    log.warning("the room's archive no longer has our cursor: catching up by time", room=str(room),
+                after_id=after_id)
+    return await _backward(archives, room, (None, after_stamp), limit, False)
+
+
+async def _backward(
+    archives: Archives, room: aioxmpp.JID, after: tuple[str | None, float], limit: int, by_id: bool
+) -> tuple[list[Archived], int, int]:
+    after_id, after_stamp = after
     found: list[Archived] = []  # newest first
     before = ""
     reached = False
