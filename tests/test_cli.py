@@ -135,3 +135,24 @@ def test_check_config_shows_host_and_port(capsys, tmp_path: Path) -> None:
     path.write_text('[account]\njid = "a@b.example"\npassword = "x"\nhost = "::1"\nport = 5223\n')
     assert main(["check-config", "--config", str(path)]) == EX_OK
     assert "server:    [::1]:5223\n" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("extra", "reason"),
+    [
+        ('[account]\njid = "alice@example.org"\nresource = "\u05d0a"\npassword = "pw"\n', "not a valid JID"),
+        ('[account]\njid = "alice@example.org"\npassword = "pw"\n[storage]\nstate_dir = "{file}/minimix"\n',
+         "state_dir: cannot use"),
+    ],
+)
+def test_what_only_shows_at_run_is_a_config_error_too(tmp_path: Path, capsys, extra: str, reason: str) -> None:
+    """A resource stringprep refuses, a state dir that cannot be made: once a traceback and
+    exit 70 (which systemd restarts for ever), now exit 78 and one line naming the file."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    config = tmp_path / "config.toml"
+    config.write_text(extra.replace("{file}", str(a_file)))
+    assert main(["run", "--config", str(config)]) == EX_CONFIG
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"minimix: config error: {config}:") and reason in err, err
+    assert "\n" not in err and "Traceback" not in err

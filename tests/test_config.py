@@ -168,6 +168,13 @@ def test_config_is_frozen(write) -> None:
         ('[account]\njid = "@example.org"\n', "account.jid", "must be a bare JID like"),
         ('[account]\njid = "alice@"\n', "account.jid", "must be a bare JID like"),
         (ACCOUNT + "jid = 'x'\n", "", "not valid TOML"),  # duplicate key
+        # accepted once, then a traceback at run (exit 70, restarted by systemd for ever)
+        ('[account]\njid = "al ice@exa mple.org"\n', "account.jid", "not a valid JID: it contains ' '"),
+        ('[account]\njid = "a<b@example.org"\n', "account.jid", "not a valid JID: it contains '<'"),
+        (ACCOUNT + "[bookmarks]\nresync_interval_s = inf\n", "bookmarks.resync_interval_s", "finite number"),
+        (ACCOUNT + "[bookmarks]\nresync_interval_s = 1e12\n", "bookmarks.resync_interval_s", "finite number"),
+        (ACCOUNT + "[rooms]\nbackoff_cap_s = nan\n", "rooms.backoff_cap_s", "finite number"),
+        (ACCOUNT + "[relay]\nplayback_max = 100000000000\n", "relay.playback_max", "finite number"),
     ],
 )
 def test_errors_name_file_and_key(write, text: str, key: str, reason: str) -> None:

@@ -25,6 +25,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from minimix import logging as minimix_logging
 from minimix import status as status_file
+from minimix.config import ConfigError
 from minimix.core import actions as A
 from minimix.core.backoff import backoff_delay
 from minimix.core.engine import EVENTS as ENGINE_EVENTS
@@ -148,7 +149,10 @@ class App:
     def __init__(self, config: Any, password: str, *, notifier: Notifier | None = None) -> None:
         self.config = config
         acc = config.account
-        jid = aioxmpp.JID.fromstr(acc.jid).replace(resource=acc.resource)
+        try:
+            jid = aioxmpp.JID.fromstr(acc.jid).replace(resource=acc.resource)
+        except ValueError as exc:  # stringprep: what the file's own check cannot tell
+            raise ConfigError(f"{config.path}: [account]: jid / resource: not a valid JID: {exc}") from None
         self.jid = jid
         self.rng = random.Random()
         self.engine = Engine(
@@ -662,5 +666,13 @@ class App:
 
 
 def run(config: Any, password: str) -> int:
-    """Run the daemon until a signal stops it; return the process exit code."""
-    return asyncio.run(App(config, password).run())
+    """Run the daemon until a signal stops it; return the process exit code.  Raises
+    ConfigError for what only shows when it is used (a JID stringprep refuses, a state dir
+    that cannot be made)."""
+    app = App(config, password)
+    state_dir = config.storage.state_dir
+    try:
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{config.path}: [storage]: state_dir: cannot use {state_dir}: {exc.strerror or exc}") from None
+    return asyncio.run(app.run())

@@ -88,6 +88,8 @@ def _run(args: argparse.Namespace) -> int:
         from minimix import app  # the daemon proper: imported only when it is to run
 
         return app.run(config, password)
+    except ConfigError as error:
+        return _config_error(error)
     except Exception:
         # Through the log pipeline, not a bare traceback: redacted, and one journal record.
         minimix_logging.get_logger(__name__).critical("unexpected error", exc_info=True)

@@ -20,6 +20,7 @@ import subprocess
 import tomllib
 import types
 import typing
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -103,6 +104,14 @@ def _bare_jid(jid: str) -> None:
         )
     if not (localpart and at and domain) or "@" in domain:
         raise ValueError(f"must be a bare JID like alice@example.org, got {jid!r}")
+    bad = [c for c in jid if c.isspace() or unicodedata.category(c) in ("Cc", "Cf", "Co", "Cs", "Cn")]
+    bad += [c for c in localpart if c in _NOT_IN_LOCALPART]
+    if bad:
+        raise ValueError(f"{jid!r} is not a valid JID: it contains {bad[0]!r}")
+
+
+_NOT_IN_LOCALPART = "\"&'/:<>@"  # RFC 7622 §3.3.1
+MAX_NUMBER = 1e9  # any number in the file: beyond, something downstream overflows (timers, dates)
 
 
 def _readable_file(path: Path) -> None:
@@ -410,7 +419,9 @@ def _convert(value: Any, tp: Any, base: Path) -> Any:
         (item, _ellipsis) = typing.get_args(tp)
         return tuple(_convert(element, item, base) for element in value)
     if tp is float and type(value) is int:
-        return float(value)
+        value = float(value)
+    if tp in (float, int) and type(value) in (float, int) and not -MAX_NUMBER <= value <= MAX_NUMBER:
+        raise ValueError(f"must be a finite number of at most {MAX_NUMBER:g}, got {value}")  # nan fails too
     if tp is Path:
         _expect(value, str)
         return base / Path(value).expanduser()  # an absolute path replaces base
