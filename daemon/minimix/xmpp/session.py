@@ -290,14 +290,21 @@ def normalise_room(raw: str | None) -> tuple[str | None, str | None]:
     return str(jid), None
 
 
-def _nick_ok(room: str | None, nick: str | None) -> bool:
+def prepared_nick(room: str | None, nick: str | None) -> tuple[str | None, bool]:
+    """(the nick as the room will see it, whether it is usable): resourceprep maps some
+    characters to others (a fullwidth Ａ to A) or to nothing (a soft hyphen), and refuses
+    some.  A nick that prepares to nothing would join the bare room JID."""
     if room is None or not nick:
-        return True
+        return nick, True
     try:
-        aioxmpp.JID.fromstr(room).replace(resource=nick)
+        prepared = aioxmpp.JID.fromstr(room).replace(resource=nick).resource
     except ValueError:
-        return False
-    return True
+        return nick, False
+    return (prepared, True) if prepared else (nick, False)
+
+
+def _nick_ok(room: str | None, nick: str | None) -> bool:
+    return prepared_nick(room, nick)[1]
 
 
 def address_check(room: str, nick: str | None) -> str | None:
@@ -321,7 +328,7 @@ def raw_pep_item(item_id: str | None, payload: Any) -> RawItem:
         room,
         autojoin=payload.autojoin,
         name=payload.name,
-        nick=payload.nick,
+        nick=prepared_nick(room, payload.nick)[0],
         password=payload.password,
         nick_ok=_nick_ok(room, payload.nick),
         room_error=error,
@@ -338,7 +345,7 @@ def raw_legacy_item(conference: legacy_xso.Conference) -> RawItem:
         room,
         autojoin=autojoin if isinstance(autojoin, str) else None,
         name=conference.name,
-        nick=conference.nick,
+        nick=prepared_nick(room, conference.nick)[0],
         password=conference.password,
         nick_ok=_nick_ok(room, conference.nick),
         room_error=error,
