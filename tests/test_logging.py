@@ -307,3 +307,22 @@ def test_secrets_outlive_setup(journal) -> None:
     stream = journal()
     minimix_logging.get_logger("minimix.x").debug("x", v=SECRET)
     assert stream.lines() == ["<7>x v=*** logger=minimix.x"]
+
+
+def test_a_short_secret_does_not_mangle_the_log(journal) -> None:
+    """Every "failed" (or every "x") replaced gave the password away by where the stars were."""
+    stream = journal()
+    add_secret("failed")
+    add_secret("x")
+    get_logger().info("connection failed", error="unexpected")
+    assert stream.lines() == ["<6>connection failed error=unexpected logger=minimix"]
+
+
+def test_set_level_changes_a_running_setup(journal) -> None:
+    from minimix.logging import set_level
+
+    stream = journal("info")
+    get_logger().debug("hidden")
+    set_level("debug")
+    get_logger().debug("shown")
+    assert stream.lines() == ["<7>shown logger=minimix"]

@@ -28,6 +28,7 @@ from minimix import status as status_file
 from minimix.config import ConfigError
 from minimix.core import actions as A
 from minimix.core.backoff import backoff_delay
+from minimix.core.bookmarks import may_move
 from minimix.core.engine import EVENTS as ENGINE_EVENTS
 from minimix.core.engine import Engine
 from minimix.core.events import (
@@ -498,7 +499,11 @@ class App:
                     if (bookmark := self.engine.bookmark(room)) is not None:
                         session.change_bookmark(bookmark, room, autojoin=False, reason=reason)
                 case A.MoveBookmark(room, venue, reason):
-                    if (bookmark := self.engine.bookmark(room)) is not None:
+                    if (bookmark := self.engine.bookmark(room)) is None:
+                        pass
+                    elif (kept := may_move(self.engine.effective, room, venue)) is not None:
+                        session.change_bookmark(bookmark, room, autojoin=False, reason=f"{reason} ({kept})")
+                    else:
                         session.change_bookmark(bookmark, room, venue=venue, reason=reason)
                 case A.UpdateBookmark(room, autojoin, nick):
                     session.change_bookmark(
@@ -655,12 +660,19 @@ class App:
         except ConfigError as exc:
             log.error("reload failed; keeping the running configuration", error=str(exc))
         else:
-            if config.account != self.config.account:
-                log.warning("account settings changed: they take effect at the next restart")
+            later = [name for name in ("account", "storage", "bookmarks") if getattr(config, name, None) !=
+                     getattr(self.config, name, None)]
+            if later:
+                log.warning("these settings take effect at the next restart", sections=",".join(later))
             self.config = config
+            minimix_logging.set_level(config.logging.level)
             self.engine.rooms.policy = room_policy(config)
             self.engine.default_nick = default_nick(config, self.jid)
-            log.info("configuration reloaded", path=str(config.path))
+            clients = self.engine.clients
+            clients.globs = dict(config.relay.clients)
+            clients.offline_status = config.presence.offline_status
+            clients.catchup_max, clients.playback_max = config.relay.catchup_max, config.relay.playback_max
+            log.info("configuration reloaded", path=str(config.path), level=config.logging.level)
             self._execute(self.engine.refresh(time.time()))
         self.notifier.ready()
 

@@ -93,6 +93,15 @@ def setup(
     logging.captureWarnings(True)
 
 
+def set_level(level: str) -> None:
+    """Change the level of a running setup (a reload)."""
+    if level not in _PRIORITIES:
+        raise ValueError(f"unknown log level {level!r}; one of {', '.join(_PRIORITIES)}")
+    threshold = logging.getLevelNamesMapping()[level.upper()]
+    logging.getLogger().setLevel(threshold if threshold <= logging.DEBUG else max(threshold, LIBRARY_LEVEL))
+    logging.getLogger(ROOT_LOGGER).setLevel(threshold)
+
+
 def reset() -> None:
     """Undo :func:`setup` (for tests): stdlib and structlog defaults again. Secrets stay."""
     global _handler
@@ -156,9 +165,18 @@ class _Secrets:
 _secrets = _Secrets()
 
 
+MIN_REDACTED = 8  # characters: a shorter secret is a common word, or part of every word
+
+
 def add_secret(value: str) -> None:
-    """Never log *value*, nor its base64 encoding inside a longer base64 payload."""
-    _secrets.add([value, *base64_fragments(value.encode())])
+    """Never log *value*, nor its base64 encoding inside a longer base64 payload.
+
+    A secret shorter than :data:`MIN_REDACTED` is left in free text: replacing every "x" or
+    every "failed" mangles the whole log and gives the secret away by where the stars are.
+    (minimix never logs a password itself; fields named like one are masked whatever their
+    value, and so is any ``<password/>`` element.)"""
+    if len(value) >= MIN_REDACTED:
+        _secrets.add([value, *base64_fragments(value.encode())])
 
 
 def base64_fragments(secret: bytes) -> set[str]:

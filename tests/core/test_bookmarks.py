@@ -101,3 +101,14 @@ def test_wants_only_autojoin_with_default_nick():
     book = BookmarkSet()
     book.load_pep([raw("a@muc", autojoin="true"), raw("b@muc", autojoin="false"), raw("c@muc", autojoin="1", nick="x", password="p")])
     assert wants(book.resolve()[0], "alice") == {"a@muc": Want("alice"), "c@muc": Want("x", "p")}
+
+
+def test_a_destroyed_rooms_bookmark_moves_only_to_a_venue_not_bookmarked_yet():
+    """Moving onto the user's own bookmark of the venue overwrote its nick and password (and
+    the daemon was locked out); a room named as its own venue lost its bookmark."""
+    from minimix.core.bookmarks import Bookmark, may_move
+
+    marks = {"r@muc.example": Bookmark("r@muc.example"), "v@muc.example": Bookmark("v@muc.example")}
+    assert may_move(marks, "r@muc.example", "new@muc.example") is None
+    assert may_move(marks, "r@muc.example", "V@muc.example") == "V@muc.example is bookmarked already"
+    assert may_move(marks, "r@muc.example", "r@muc.example") == "the venue is the room itself"

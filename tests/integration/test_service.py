@@ -192,6 +192,29 @@ def test_sighup_rereads_the_config_default_nick(user):
     assert user.daemon_nick(named) == "fixed"
 
 
+def test_sighup_rereads_the_log_level_and_the_relay_globs(user):
+    """A reload once said "configuration reloaded" and kept both as they were."""
+    room = user.room()
+    user.phone.publish_bookmark(room)
+    d = user.start(extra={"logging": {"level": "info"}})
+    user.wait_joined(room)
+    conv = user.other("Conversations.x1")  # never sends a command
+    user.settle()
+    assert not d.grep(r"^<7>")
+
+    def change(c):
+        c["logging"]["level"] = "debug"
+        c.setdefault("relay", {})["clients"] = {"Conversations.*": "all"}
+
+    rewrite_config(d, change)
+    mark = len(d.lines)
+    d.send_signal(signal.SIGHUP)
+    d.wait_log(r"configuration reloaded", since=mark)
+    user.bob.say(room, "after the reload")
+    user.wait_relay(conv, "after the reload")
+    assert d.grep(r"^<7>", since=mark)
+
+
 def test_sighup_with_a_broken_config_keeps_the_daemon_running_as_it_was(user):
     room = user.room()
     user.phone.publish_bookmark(room)

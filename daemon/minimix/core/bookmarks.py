@@ -173,3 +173,15 @@ def wants(bookmarks: Mapping[str, Bookmark], default_nick: str) -> dict[str, Wan
         for room, bm in bookmarks.items()
         if bm.autojoin
     }
+
+
+def may_move(bookmarks: Mapping[str, Bookmark], room: str, venue: str) -> str | None:
+    """Why a destroyed room's bookmark must not be moved to its alternate venue (then only
+    its autojoin goes off), or None.  A venue the user has a bookmark for already keeps
+    that bookmark as it is (its nick, its password); a room named as its own venue would
+    have the move retract the bookmark it just wrote."""
+    if venue.casefold() == room.casefold():
+        return "the venue is the room itself"
+    if any(r.casefold() == venue.casefold() for r in bookmarks):
+        return f"{venue} is bookmarked already"
+    return None
