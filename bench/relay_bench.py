@@ -25,6 +25,12 @@ Runs (interleaved round by round, the order rotating; one unmeasured warm-up of 
   from the first send until the daemon is quiet again (acks and store writes included),
   divided by the messages.
 
+With --raw-floor, the latency runs have two more modes, the floors (bench/raw_relay.py, no
+target): a process of another resource of `mx` in a room of its own (F, S and it), relaying
+to o1 the daemon's relay format with no XML parser and no logic, the least any relay of
+that format could do: `floor` without stream management, `floor-sm` with it, every <r/>
+answered at once in the same write as the relay, as the daemon does.
+
 A run during which other processes used more than --noise-limit of a core is repeated
 (--noise-retries). Figures are medians over the rounds.
 """
@@ -32,10 +38,11 @@ A run during which other processes used more than --noise-limit of a core is rep
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from pathlib import Path
 
-from fixture import REPO, log
+from fixture import BENCH_DIR, REPO, StampedProcess, log
 from harness import DaemonProcess, daemon_config, to_toml
 from procstat import cpu_s
 from traffic import (
@@ -72,6 +79,7 @@ NICK = "mx"
 WARMUP_LATENCY_N = 50  # messages in the unmeasured warm-up runs
 WARMUP_BLAST_N = 500
 DAEMON_RESOURCE = "minimix"
+FLOORS = ("floor", "floor-sm")  # --raw-floor: the raw relays' latency modes
 
 
 class RelayBench:
@@ -84,6 +92,9 @@ class RelayBench:
         self.setup: dict = {}
         self.modes: dict[str, str] = {}  # observer resource -> relay mode set by command
         self.daemon: DaemonProcess | None = None
+        self.floors: dict[str, StampedProcess] = {}  # mode -> process (--raw-floor)
+        self.floor_rooms: dict[str, str] = {}
+        self.latency_modes = ["direct", "relay"] + (list(FLOORS) if args.raw_floor else [])
 
     # -- setup ------------------------------------------------------------------------
 
@@ -122,12 +133,34 @@ class RelayBench:
         )
         for o in self.observers:
             self.set_mode(o, "all")
+        for mode in self.latency_modes[2:]:
+            self._start_floor(mode)
         self.setup["prepare_s"] = round(time.monotonic() - t0, 2)
         log(
             f"relay setup: daemon {self.full_jid} in {self.room_r}; observers "
             f"{', '.join(o.resource for o in self.observers)} opted in with 'relay all' and "
             f"joined to {self.room_d} (o1 also to {self.room_d1}) ({self.setup['prepare_s']} s)"
         )
+
+    def _start_floor(self, mode: str) -> None:
+        srv, o1 = self.srv, self.observers[0]
+        room = self.floor_rooms[mode] = f"{mode.replace('-', '')}@{srv.muc_domain}"
+        self.sender.join(room, "sender")
+        argv = [
+            sys.executable, str(BENCH_DIR / "raw_relay.py"),
+            "--jid", f"{self.account.jid}/{mode}", "--password", self.account.password,
+            "--host", srv.host, "--port", str(srv.port), "--ca-file", str(srv.ca_file),
+            "--room", room, "--nick", mode, "--to", str(o1.jid),
+            *(["--sm"] if mode.endswith("-sm") else []),
+        ]  # fmt: skip
+        p = self.floors[mode] = StampedProcess(
+            self.workdir / "floor.unused", self.workdir / f"{mode}.log", argv=argv, cwd=REPO
+        ).start()
+        wait_alive(p, lambda: p.first(r"^floor ready") is not None, 60, f"the {mode} relay in {room}")
+
+    def _from(self, mode: str) -> str:
+        """Who sends a relay in this latency mode."""
+        return f"{self.account.jid}/{mode}" if mode in FLOORS else self.full_jid
 
     def command(self, c: TapClient, text: str) -> str:
         mark = len(c.messages)
@@ -150,6 +183,9 @@ class RelayBench:
     def stop(self) -> None:
         if self.daemon is not None and self.daemon.running:
             self.daemon.stop()
+        for p in self.floors.values():
+            if p.running:
+                p.stop()
         for c in [getattr(self, "sender", None), *getattr(self, "observers", [])]:
             if c is not None:
                 with contextlib.suppress(Exception):  # best effort at teardown
@@ -174,8 +210,8 @@ class RelayBench:
                 self.set_mode(o, "off")
         quiet_s = self._quiet()
         run_id = f"lat-{mode}-{label}"
-        tap = o1.tap(run_id, "relay" if mode == "relay" else "groupchat", self.full_jid)
-        room = self.room_r if mode == "relay" else self.room_d1
+        tap = o1.tap(run_id, "groupchat" if mode == "direct" else "relay", self._from(mode))
+        room = {"direct": self.room_d1, "relay": self.room_r}.get(mode) or self.floor_rooms[mode]
         window = CpuWindow(self._pids())
         timeout = a.latency_timeout
         heap0_kb = gc_probe(self.sender, "stop") if hold_gc else None
@@ -207,6 +243,7 @@ class RelayBench:
             "over_20ms": sum(1 for x in ms if x > 20),
             "duplicates": tap.duplicates,
             "unexpected": tap.unexpected,
+            "latencies_ms": [round(x, 3) for x in ms],  # in the order sent: for the clusters
         }
         if alloc_kb is not None:
             rec["prosody_alloc_kb_per_msg"] = alloc_kb / (n + warmup)
@@ -312,7 +349,7 @@ class RelayBench:
         log(
             f"relay warm-up: latency {WARMUP_LATENCY_N} + blast {WARMUP_BLAST_N} messages, each mode"
         )
-        for mode in ("direct", "relay"):
+        for mode in self.latency_modes:
             self._repeat_noisy(
                 self.latency_run, mode, WARMUP_LATENCY_N, 5, label="warmup", warmup=True
             )
@@ -321,7 +358,8 @@ class RelayBench:
         modes = ["direct", "relay"]
         for r in range(a.relay_rounds):
             order = modes if r % 2 == 0 else modes[::-1]
-            for mode in order:
+            lat_order = self.latency_modes if r % 2 == 0 else self.latency_modes[::-1]
+            for mode in lat_order:
                 rec = self._repeat_noisy(
                     self.latency_run,
                     mode,
@@ -411,22 +449,22 @@ class RelayBench:
             ("blast", ["rate_msg_s", "stanzas_s", "prosody_cpu_pct", "daemon_cpu_pct", "bench_cpu_pct",
                        "prosody_cpu_ms_per_msg", "daemon_cpu_ms_per_msg", "other_share", "deliver_s"]),
         ):  # fmt: skip
-            for mode in ("direct", "relay"):
+            for mode in self.latency_modes if kind == "latency" else ("direct", "relay"):
                 m = med.setdefault(f"{kind}_{mode}", {})
                 for k in keys:
                     m[k] = median(pick(kind, mode, k))
                     m.setdefault("values", {})[k] = pick(kind, mode, k)
                 m["runs"] = len(pick(kind, mode, "mode"))
 
-        def paired(kind: str, key: str) -> float | None:
+        def paired(kind: str, key: str, mode: str = "relay") -> float | None:
             by_round: dict[int, dict[str, float]] = {}
             for r in kept:
                 if r["kind"] == kind and r.get(key) is not None and "round" in r:
                     by_round.setdefault(r["round"], {})[r["mode"]] = r[key]
             vals = [
-                v["relay"] / v["direct"]
+                v[mode] / v["direct"]
                 for v in by_round.values()
-                if v.get("direct") and "relay" in v
+                if v.get("direct") and mode in v
             ]
             return median(vals)
 
@@ -434,6 +472,7 @@ class RelayBench:
             "p50": paired("latency", "p50_ms"),
             "p99": paired("latency", "p99_ms"),
             "rate": paired("blast", "rate_msg_s"),
+            **{f"{mode}_p50": paired("latency", "p50_ms", mode) for mode in self.latency_modes[2:]},
         }
         med["gc_held"] = {
             mode: {k: held.get(mode, {}).get(k) for k in ("p50_ms", "p99_ms", "prosody_alloc_kb_per_msg")}
@@ -514,6 +553,15 @@ class RelayBench:
             f"({f(ratio(hr['p50_ms'], hd['p50_ms']))} x; p99 {f(ratio(hr['p99_ms'], hd['p99_ms']))} x; "
             f"the same diagnostic runs: the latency without the collector's steps; no target)",
         ]
+        ld = med["latency_direct"]
+        for mode in self.latency_modes[2:]:
+            lf = med[f"latency_{mode}"]
+            lines.append(
+                f"relay_latency_{mode.replace('-', '_')}_p50_ms: {f(lf['p50_ms'])} ms ({f(ratio(lf['p50_ms'], ld['p50_ms']))} x "
+                f"direct, paired {f(med['paired'][f'{mode}_p50'])} x; p99 {f(lf['p99_ms'])} ms, "
+                f"{f(ratio(lf['p99_ms'], ld['p99_ms']))} x; runs {vals(lf, 'p50_ms')}; the raw relay floor "
+                f"{'with' if mode.endswith('-sm') else 'without'} stream management, no target)"
+            )
         if med["noisy_runs"] or med["noisy_kept"] or med["failed_runs"]:
             lines.append(
                 f"relay_noisy_runs: {med['noisy_runs']} repeated, {med['noisy_kept']} kept although "
@@ -544,6 +592,13 @@ class RelayBench:
             f"| diagnostic: Prosody allocates per latency message | {f(hd['prosody_alloc_kb_per_msg'], 1)} KB | {f(hr['prosody_alloc_kb_per_msg'], 1)} KB | {f(ratio(hr['prosody_alloc_kb_per_msg'], hd['prosody_alloc_kb_per_msg']))}x | |",
             f"| diagnostic: latency p50, Prosody's collector held off | {f(hd['p50_ms'])} ms | {f(hr['p50_ms'])} ms | {f(ratio(hr['p50_ms'], hd['p50_ms']))}x | |",
         ]
+        for mode in self.latency_modes[2:]:
+            lf = med[f"latency_{mode}"]
+            sm = "with" if mode.endswith("-sm") else "without"
+            rows.append(
+                f"| floor: latency p50 of a raw relay of the same format, {sm} stream management "
+                f"| {f(ld['p50_ms'])} ms | {f(lf['p50_ms'])} ms | {f(ratio(lf['p50_ms'], ld['p50_ms']))}x | |"
+            )
         return "\n".join(rows)
 
 
