@@ -336,3 +336,15 @@ def test_example_parses(write) -> None:
     config = load(write(text))
     assert config.account.jid == "alice@example.org"
     assert resolve_password(config, env={}) == SECRET
+
+
+def test_password_command_errors_name_the_file_and_the_key(write) -> None:
+    """An empty answer once said only "the password from password_command (true …) is empty";
+    a command killed by a signal "failed with exit status -9"."""
+    path = write(ACCOUNT + 'password_command = ["true"]\n')
+    with pytest.raises(ConfigError) as empty:
+        resolve_password(load(path), env={})
+    assert str(empty.value).startswith(f"{path}: account.password_command: ") and "is empty" in str(empty.value)
+    path = write(ACCOUNT + 'password_command = ["sh", "-c", "kill -9 $$"]\n')
+    with pytest.raises(ConfigError, match="killed by SIGKILL"):
+        resolve_password(load(path), env={})

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import signal
 import subprocess
 import tomllib
 import types
@@ -470,13 +471,16 @@ def resolve_password(config: Config, env: Mapping[str, str] = os.environ) -> str
     first line.
     """
     where, read = _password_source(config, env)
+    # which file and key the password came from (a credential is systemd's, not the file's)
+    key = where.partition(" ")[0]
+    at = f"{config.path}: account.{key}: " if key in ("password_command", "password_file") else ""
     try:
         text = read().decode("utf-8")
     except UnicodeDecodeError:
-        raise ConfigError(f"the password from {where} is not UTF-8 text") from None
+        raise ConfigError(f"{at}the password from {where} is not UTF-8 text") from None
     password = text.splitlines()[0] if text else ""
     if not password:
-        raise ConfigError(f"the password from {where} is empty")
+        raise ConfigError(f"{at}the password from {where} is empty")
     return password
 
 
@@ -527,6 +531,12 @@ def _run_password_command(argv: tuple[str, ...], config_path: Path) -> bytes:
         raise ConfigError(f"{where}: cannot run: {error.strerror}") from None
     except subprocess.TimeoutExpired:
         raise ConfigError(f"{where}: no answer within {PASSWORD_COMMAND_TIMEOUT_S:g} s") from None
+    if result.returncode < 0:
+        try:
+            name = signal.Signals(-result.returncode).name
+        except ValueError:
+            name = f"signal {-result.returncode}"
+        raise ConfigError(f"{where}: killed by {name}")
     if result.returncode != 0:
         raise ConfigError(f"{where}: failed with exit status {result.returncode}")
     return result.stdout
