@@ -266,7 +266,12 @@ class App:
 
     def _prepare_state_dir(self) -> None:
         state_dir = self.config.storage.state_dir
-        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"{self.config.path}: [storage]: state_dir: cannot use {state_dir}: {exc.strerror or exc}"
+            ) from None
 
         def moved_aside(reason: str, moved: object) -> None:
             log.error("the store was unreadable: moved aside, starting a fresh one", reason=reason, moved_to=str(moved))
@@ -660,18 +665,18 @@ class App:
         except ConfigError as exc:
             log.error("reload failed; keeping the running configuration", error=str(exc))
         else:
-            later = [name for name in ("account", "storage", "bookmarks") if getattr(config, name, None) !=
-                     getattr(self.config, name, None)]
+            later = [name for name in ("account", "storage", "bookmarks") if getattr(config, name) !=
+                     getattr(self.config, name)]
             if later:
                 log.warning("these settings take effect at the next restart", sections=",".join(later))
             self.config = config
             minimix_logging.set_level(config.logging.level)
             self.engine.rooms.policy = room_policy(config)
             self.engine.default_nick = default_nick(config, self.jid)
-            clients = self.engine.clients
-            clients.globs = dict(config.relay.clients)
-            clients.offline_status = config.presence.offline_status
-            clients.catchup_max, clients.playback_max = config.relay.catchup_max, config.relay.playback_max
+            self.engine.configure(
+                relay_globs=config.relay.clients, offline_status=config.presence.offline_status,
+                catchup_max=config.relay.catchup_max, playback_max=config.relay.playback_max,
+            )
             log.info("configuration reloaded", path=str(config.path), level=config.logging.level)
             self._execute(self.engine.refresh(time.time()))
         self.notifier.ready()
@@ -681,10 +686,4 @@ def run(config: Any, password: str) -> int:
     """Run the daemon until a signal stops it; return the process exit code.  Raises
     ConfigError for what only shows when it is used (a JID stringprep refuses, a state dir
     that cannot be made)."""
-    app = App(config, password)
-    state_dir = config.storage.state_dir
-    try:
-        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"{config.path}: [storage]: state_dir: cannot use {state_dir}: {exc.strerror or exc}") from None
-    return asyncio.run(app.run())
+    return asyncio.run(App(config, password).run())

@@ -68,6 +68,10 @@ class Rejected:
     reason: str
 
 
+def nick_too_long(nick: str) -> bool:
+    return len(nick.encode("utf-8", "surrogatepass")) > MAX_NICK_BYTES
+
+
 def parse_bool(raw: str | None, default: bool = False) -> bool:
     """An ``xs:boolean`` (XEP-0402 autojoin): true, false, 1 or 0."""
     if raw is None:
@@ -94,7 +98,7 @@ def validate(raw: RawItem) -> Bookmark | Rejected:
         return reject(f"autojoin: {exc}")
     nick = raw.nick if raw.nick else None
     if nick is not None:
-        if len(nick.encode("utf-8", "surrogatepass")) > MAX_NICK_BYTES:
+        if nick_too_long(nick):
             return reject(f"nick longer than {MAX_NICK_BYTES} bytes")
         if not raw.nick_ok:
             return reject("nick is not a valid XMPP resourcepart")

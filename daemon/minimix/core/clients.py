@@ -207,8 +207,9 @@ class Clients:
             self.room_cursor[msg.room] = (None, stamp)
             actions.append(A.SaveRoom(msg.room, cursor=(None, stamp)))
         # Our own echo: our origin-id, from our occupant (anyone can copy an origin-id).
-        own = msg.origin_id and not msg.private and msg.nick in self._nicks(msg.room)
-        sender = self.posted.get(msg.origin_id) if own else None
+        sender = self.posted.get(msg.origin_id) if msg.origin_id else None
+        if sender is not None and (msg.private or msg.nick not in self._nicks(msg.room)):
+            sender = None
         deliveries = [
             (resource, self._relay_id(resource, msg.room, seq))
             for resource in self.online
@@ -426,11 +427,10 @@ class Clients:
 
     def _playback(self, client: str) -> list[A.Action]:
         """A client (re)appeared: load what it has not had since it was last here."""
-        cursors = {room: seq for (c, room), seq in self.cursors.items() if c == client}
         mark = self.offline_since.get(client)
-        if not cursors and mark is None:
+        if mark is None and not any(c == client for c, _ in self.cursors):
             return []  # never seen before: it starts with live traffic
-        self.playbacks[client] = Playback(mark, deque(maxlen=max(self.playback_max, 1)))
+        self.playbacks[client] = Playback(mark, deque(maxlen=self.playback_max))
         return [self._load_playback(client, 0)]
 
     def _load_playback(self, client: str, after: int) -> A.LoadPlayback:
@@ -464,11 +464,8 @@ class Clients:
                 pb.sent += 1
                 continue
             if len(pb.kept) == pb.kept.maxlen:
-                pb.skipped += 1
-            if self.playback_max > 0:
-                pb.kept.append(m)
-            else:
-                pb.skipped += 1
+                pb.skipped += 1  # the oldest kept goes (or, with playback_max 0, this one)
+            pb.kept.append(m)
         if ev.more and ev.messages:
             return [*actions, self._load_playback(client, ev.messages[-1].seq)]
         del self.playbacks[client]

@@ -12,7 +12,7 @@ import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from minimix.core.bookmarks import MAX_NICK_BYTES
+from minimix.core.bookmarks import MAX_NICK_BYTES, nick_too_long
 from minimix.core.relay import Mode
 
 HELP = """\
@@ -201,7 +201,7 @@ def address_problem(room: str, nick: str | None = None, check: AddressCheck | No
     if nick is not None:
         if not nick.strip():
             return "the nick is empty"
-        if len(nick.encode("utf-8", "surrogatepass")) > MAX_NICK_BYTES:
+        if nick_too_long(nick):
             return f"the nick is longer than {MAX_NICK_BYTES} bytes"
         if any(unicodedata.category(c) in ("Cc", "Co", "Cs", "Cn") for c in nick):
             return "the nick has control characters"

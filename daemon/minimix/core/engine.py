@@ -227,6 +227,13 @@ class Engine:
             marks[client] = c.offline_since[client] = next_seq - 1
         return marks
 
+    def configure(self, *, relay_globs: Mapping[str, str], offline_status: str, catchup_max: int,
+                  playback_max: int) -> None:
+        """The settings a reload changes at once (the constructor's, of the same names)."""
+        c = self.clients
+        c.globs, c.offline_status = dict(relay_globs), offline_status
+        c.catchup_max, c.playback_max = catchup_max, playback_max
+
     def history_since(self, room: str) -> float | None:
         return self.clients.history_since(room)
 

@@ -303,16 +303,12 @@ def prepared_nick(room: str | None, nick: str | None) -> tuple[str | None, bool]
     return (prepared, True) if prepared else (nick, False)
 
 
-def _nick_ok(room: str | None, nick: str | None) -> bool:
-    return prepared_nick(room, nick)[1]
-
-
 def address_check(room: str, nick: str | None) -> str | None:
     """The core's AddressCheck: what the bookmark reader would skip (stringprep)."""
     norm, error = normalise_room(room)
     if norm is None:
         return f"{room[:100]!r} is not a room address ({error})"
-    if nick and not _nick_ok(norm, nick):
+    if nick and not prepared_nick(norm, nick)[1]:
         return "the nick is not a valid XMPP nick (resourceprep)"
     return None
 
@@ -322,15 +318,16 @@ def raw_pep_item(item_id: str | None, payload: Any) -> RawItem:
     room, error = normalise_room(item_id)
     if not isinstance(payload, Conference):
         return RawItem(item_id, Source.PEP, room, has_payload=False, room_error=error)
+    nick, nick_ok = prepared_nick(room, payload.nick)
     return RawItem(
         item_id,
         Source.PEP,
         room,
         autojoin=payload.autojoin,
         name=payload.name,
-        nick=prepared_nick(room, payload.nick)[0],
+        nick=nick,
         password=payload.password,
-        nick_ok=_nick_ok(room, payload.nick),
+        nick_ok=nick_ok,
         room_error=error,
     )
 
@@ -339,15 +336,16 @@ def raw_legacy_item(conference: legacy_xso.Conference) -> RawItem:
     item_id = conference.jid or ""
     room, error = normalise_room(item_id)
     autojoin = conference.autojoin
+    nick, nick_ok = prepared_nick(room, conference.nick)
     return RawItem(
         item_id,
         Source.LEGACY,
         room,
         autojoin=autojoin if isinstance(autojoin, str) else None,
         name=conference.name,
-        nick=prepared_nick(room, conference.nick)[0],
+        nick=nick,
         password=conference.password,
-        nick_ok=_nick_ok(room, conference.nick),
+        nick_ok=nick_ok,
         room_error=error,
     )
 
