@@ -194,6 +194,31 @@ def test_destroyed_room_with_venue_moves_the_bookmark_and_joins_it(setup):
     wait_until(lambda: sees(setup.bob, venue, "al"), message="joined the new room")
 
 
+def test_a_venue_bookmarked_already_keeps_its_bookmark_and_the_daemon(setup):
+    """The move once overwrote the venue's own bookmark (nick, name), and the daemon left it."""
+    room, venue = setup.room(), setup.room()
+    setup.bookmark(room, nick="al", name="Old home")
+    setup.bookmark(venue, nick="vee", name="Mine")
+    d = setup.start()
+    wait_until(lambda: sees(setup.bob, room, "al") and sees(setup.bob, venue, "vee"))
+    setup.bob.destroy_room(room, alternate=venue, reason="moving")
+    d.wait_log(rf"bookmark updated room={room} .*autojoin off.*bookmarked already")
+    marks = setup.editor.get_bookmarks()
+    assert not marks[room].autojoin
+    assert (marks[venue].nick, marks[venue].name, marks[venue].autojoin) == ("vee", "Mine", True)
+    assert sees(setup.bob, venue, "vee")
+
+
+def test_a_room_named_as_its_own_venue_keeps_its_bookmark(setup):
+    room = setup.room()
+    setup.bookmark(room, nick="al")
+    d = setup.start()
+    wait_until(lambda: sees(setup.bob, room, "al"))
+    setup.bob.destroy_room(room, alternate=room, reason="moving")
+    d.wait_log(rf"bookmark updated room={room} .*autojoin off.*the venue is the room itself")
+    assert not setup.editor.get_bookmarks()[room].autojoin  # still there
+
+
 def test_room_destroyed_while_away_is_gone(setup):
     room = setup.room()
     setup.bob.destroy_room(room)  # Prosody remembers it: joining gives <gone/>
