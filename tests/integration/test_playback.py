@@ -198,3 +198,61 @@ def test_a_client_that_answers_receipts_gets_again_what_it_never_answered(user):
     wait_text(user, tablet, "back again", since=mark)
     got = texts(user, tablet, mark)
     assert got == [*said, "back again"], tally(got, [*said, "back again"]).summary()
+
+
+def test_beyond_playback_max_the_newest_and_a_late_mention_come_after_one_notice(user):
+    """playback_max 2: a mentions client once got nothing of a mention said after 15 plain
+    messages (a window of playback_max * 5 rows, filtered after); an all client got the
+    oldest two. Now each gets the newest of what its mode selects, after one notice."""
+    room = user.room(prefix="kitchen")
+    phone, laptop = user.phone, user.other("laptop")
+    user.phone.publish_bookmark(room, nick=NICK)
+    user.start({"relay": {"playback_max": 2, "clients": {"phone": "mentions", "laptop": "all"}}})
+    user.wait_joined(room, NICK)
+    post(user, room, [f"hello {NICK}"])
+    for c in (phone, laptop):
+        wait_text(user, c, f"hello {NICK}")
+    go_offline(user, phone, laptop)
+    said = [f"plain {i}" for i in range(1, 16)] + [f"lunch, {NICK}?"]
+    post(user, room, said)
+
+    # the laptop, still away, also misses what is said when the phone is back
+    for c, expected, skipped in (
+        (phone, [f"lunch, {NICK}?"], 0),
+        (laptop, [f"lunch, {NICK}?", f"back phone {NICK}"], 15),
+    ):
+        mark = come_back(user, c)
+        back = f"back {c.resource} {NICK}"
+        post(user, room, [back])
+        wait_text(user, c, back, since=mark)
+        assert texts(user, c, mark) == [*expected, back]
+        notices = [a for a in answers_to(c, user.full_jid) if "not shown" in a]
+        assert notices == ([f"{skipped} earlier messages from while you were away are not shown"] if skipped else [])
+
+
+def test_a_client_gone_while_the_daemon_was_down_is_owed_every_room(user):
+    """The phone had a relay in one room only; it went away while the daemon was stopped.
+    The other room's mention, caught up at the start, was once never delivered."""
+    room_a, room_b = user.room(prefix="rooma"), user.room(prefix="roomb")
+    phone = user.phone
+    for room in (room_a, room_b):
+        phone.publish_bookmark(room, nick=NICK)
+    d = user.start({"relay": {"clients": {"phone": "mentions"}}})
+    user.wait_joined(room_a, NICK)
+    user.wait_joined(room_b, NICK)
+    post(user, room_a, [f"hello {NICK}"])
+    wait_text(user, phone, f"hello {NICK}")
+    d.stop()
+    go_offline(user, phone)
+    post(user, room_a, [f"A while down {NICK}"])
+    post(user, room_b, [f"B while down {NICK}"])
+    mark = len(d.lines)
+    d.start()
+    for room in (room_a, room_b):
+        d.wait_log(rf"caught up room={room}", since=mark)
+    mark = come_back(user, phone)
+    post(user, room_b, [f"welcome {NICK}"])
+    wait_text(user, phone, f"welcome {NICK}", since=mark)
+    got = texts(user, phone, mark)
+    # in the order they were logged (the rooms' catch-ups ran side by side), the live one last
+    assert sorted(got[:-1]) == [f"A while down {NICK}", f"B while down {NICK}"] and got[-1] == f"welcome {NICK}", got
