@@ -305,3 +305,35 @@ def test_a_corrupt_store_is_moved_aside_and_the_daemon_starts_fresh(user, damage
     with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as db:
         assert db.execute("PRAGMA quick_check").fetchone() == ("ok",)
     assert not d.grep(r"Traceback|internal error", since=mark), d.tail()
+
+
+def test_a_cursor_expired_from_the_archive_is_caught_up_by_time(user):
+    """Prosody's archive expiry (muc_log_expires_after) deleted the daemon's cursor message
+    while it was stopped: the catch-up by id once ended with item-not-found, and the five
+    messages still in the archive were never relayed."""
+    room = room_with_history(user, "kitchen")
+    laptop = user.other("laptop")
+    d = start_in_room(user, room, {"laptop": "all"})
+    post(user, room, ["last seen by the daemon"])
+    wait_text(user, laptop, "last seen by the daemon")
+    wait_settled(d)
+    assert d.stop() == 0
+    user.wait_left(room)
+    # Archive times are whole seconds: the cut falls strictly between the two groups (a
+    # wait on the clock, not on anything that can be slow).
+    cut = int(time.time()) + 1  # after everything said so far, to the second or not
+    wait_until(lambda: time.time() >= cut + 1.05, timeout=4, message="the second after the cut")
+    said = [f"missed {i}" for i in range(1, 6)]
+    post(user, room, said)
+    node = label(room)
+    user.server.shell(
+        f'>local s = require"core.storagemanager".open("{user.server.muc_domain}","muc_log","archive"); '
+        f'return s:delete("{node}", {{["end"]={cut}}})'
+    )
+    mark, since = len(laptop.messages), len(d.lines)
+    d.start()
+    d.wait_log(r"no longer has our cursor: catching up by time", since=since)
+    user.wait_joined(room, NICK)
+    post(user, room, ["live again"])
+    wait_text(user, laptop, "live again", since=mark)
+    assert texts(user, laptop, mark) == [*said, "live again"]
