@@ -142,3 +142,24 @@ def test_messages_without_a_body_and_errors_get_no_answer(user):
     status = user.command(laptop, "status")  # answered after all of the above was handled
     assert status.startswith("connected;")
     assert [m["body"] for m in laptop.messages[mark:] if user.is_reply(m)] == [status]
+
+
+def test_what_the_bookmark_reader_would_skip_is_never_bookmarked(user):
+    """`join` once published full JIDs and `a@b@c` as bookmarks ("joining"), and a nick the
+    reader skips made the daemon leave the room it was only to be renamed in."""
+    _, room = joined_room(user)
+    phone = user.phone
+    before = set(phone.get_bookmarks())
+    for bad in (f"{room}/resource", f"@{user.server.muc_domain}", "a@b@c"):
+        assert user.command(phone, f"join {bad}").startswith("not bookmarked:"), bad
+    assert user.command(phone, "join new@" + user.server.muc_domain + " \u05d0a").startswith(
+        "not bookmarked:"
+    )  # a nick resourceprep refuses: the edge's check, through the core
+    answer = user.command(phone, "nick kitchen " + "N" * 1100)
+    assert answer.startswith("nick not changed:") and "1023 bytes" in answer
+    assert set(phone.get_bookmarks()) == before
+    user.barrier()
+    assert user.daemon_nick(room) == NICK  # still there, as it was
+    text = "y" * 6003
+    assert user.command(phone, f"say kitchen {text}") == f"sent to {room}"
+    assert user.bob.wait_groupchat(room, text)["body"] == text
