@@ -216,3 +216,29 @@ def test_a_barrage_from_a_stranger_leaves_the_daemon_connected_and_serving(user,
         if str(p["from"]) == f"{mine}/mine" and p["type"] == "unavailable"
     ], "the daemon left its room"
     assert_never_went_offline(user, d)
+
+
+def test_an_occupant_cannot_hide_his_words_or_later_pms_with_copied_ids(user):
+    """Bob once copied the origin-id of a message the laptop had posted (say) and the laptop
+    never got his words; two PMs with one forged stanza-id lost the second."""
+    room = user.room()
+    laptop = user.other("laptop")
+    user.phone.publish_bookmark(room, nick="alice")
+    user.start({"relay": {"clients": {"laptop": "all"}}})
+    user.wait_joined(room, "alice")
+    mark = len(user.bob.messages)
+    assert user.command(laptop, "say " + room + " from the laptop") == f"sent to {room}"
+    posted = el_of(user.bob.wait_groupchat(room, "from the laptop", since=mark))
+    origin = posted.find("{urn:xmpp:sid:0}origin-id")
+    assert origin is not None
+    oid = origin.get("id")
+    user.bob.say(room, "bob's own words", extra_xml=f"<origin-id xmlns='urn:xmpp:sid:0' id='{oid}'/>")
+    user.wait_relay(laptop, "bob's own words")
+    for body in ("pm A", "pm B"):
+        user.bob.send_message(
+            f"{room}/alice", body, "chat",
+            extra_xml=f"<x xmlns='http://jabber.org/protocol/muc#user'/>"
+                      f"<stanza-id xmlns='urn:xmpp:sid:0' by='{room}' id='fake-1'/>",
+        )  # fmt: skip
+    user.wait_relay(laptop, "pm B")
+    assert "pm A" in user.relayed(laptop)
