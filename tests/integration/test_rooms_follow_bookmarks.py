@@ -176,3 +176,18 @@ def test_without_retract_notifications_a_removal_is_noticed_within_a_minute(ejab
     started = time.monotonic()
     user.wait_left(room, timeout=60)
     assert time.monotonic() - started <= 60
+
+
+def test_a_bookmark_nick_is_the_one_the_room_sees(user):
+    """A fullwidth Ａlice is Alice on the wire: compared raw, it was never the nick held (a
+    regain for ever); a soft hyphen prepares to nothing: it joined the bare room JID and
+    retried for ever, instead of being skipped."""
+    wide, soft = user.room(), user.room()
+    user.phone.publish_bookmark(wide, nick="\uff21lice")
+    user.phone.publish_bookmark(soft, nick="\u00ad")
+    d = user.start()
+    user.wait_joined(wide, "Alice")
+    d.wait_log(rf"bookmark skipped item={soft} .*resourcepart")
+    user.barrier()
+    assert user.daemon_nick(soft) is None
+    assert not d.grep(r"nick regain|to=backoff")
