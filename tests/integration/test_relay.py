@@ -470,6 +470,36 @@ def test_reply_to_a_relay_goes_to_its_room_with_the_quote_stripped(user):
     )
 
 
+def test_a_reply_with_nothing_but_its_quote_or_a_nonsense_range_never_garbles_the_room(user):
+    """All quote once posted an empty message; a backwards range doubled text ("shohort");
+    a range that is not a number lost the message with no answer."""
+    _, room = joined_room(user)
+    laptop, bob = user.other("laptop"), user.bob
+    user.command(laptop, "relay all")
+    bob.say(room, "who wants tea?")
+    relay = user.wait_relay(laptop, "who wants tea?")
+
+    def reply(body: str, start: str, end: str) -> None:
+        laptop.send_message(
+            user.full_jid, body,
+            extra_xml=(
+                f"<reply xmlns='{NS['reply']}' to='{user.full_jid}' id='{relay['id']}'/>"
+                f"<fallback xmlns='{NS['fallback']}' for='{NS['reply']}'><body start='{start}' end='{end}'/></fallback>"
+            ),
+        )  # fmt: skip
+
+    mark = len(laptop.messages)
+    reply("> bob: who wants tea?", "0", "21")
+    laptop.wait_message(lambda m: "nothing but the quote" in (m["body"] or ""), since=mark)
+    room_mark = len(bob.messages)
+    reply("short", "3", "1")
+    reply("also whole", "x", "2")
+    bob.wait_groupchat(room, "short", since=room_mark)
+    bob.wait_groupchat(room, "also whole", since=room_mark)
+    said = [m["body"] for m in bob.messages[room_mark:] if m["type"] == "groupchat"]
+    assert "" not in said and "shohort" not in said, said
+
+
 def test_reply_to_a_private_message_answers_privately(user):
     _, room = joined_room(user)
     user.command(user.phone, "relay mentions")
