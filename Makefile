@@ -2,7 +2,7 @@
 #   make demo   a throwaway local server, the daemon at work (Ctrl-C stops everything)
 #   make test   the whole test suite against real servers (installs Prosody and ejabberd if missing)
 #   make bench  the performance targets, measured side by side
-.PHONY: install test unit integration lint demo bench servers clean
+.PHONY: install test unit integration lint demo bench servers diagram clean
 
 PYTHON ?= python3
 VENV   := .venv
@@ -40,6 +40,10 @@ demo: install servers
 
 bench: install servers
 	$(BIN)/python bench/run.py
+
+# The room state machine, drawn from its table (needs graphviz's `dot`; a test keeps it current).
+diagram: install
+	$(BIN)/python docs/make_room_diagram.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build daemon/*.egg-info

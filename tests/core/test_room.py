@@ -328,3 +328,28 @@ def test_gave_up_leaves_a_late_join():
     room = room_in(S.GAVE_UP)
     actions, _ = step(room, SelfAvailable(R, "alice", frozenset({110})))
     assert actions == [A.Leave(R, "alice", None)] and room.state is S.GAVE_UP
+
+
+def test_a_handler_that_leads_where_the_table_does_not_say_is_a_bug(monkeypatch):
+    """The table names every state an entry may lead to; anything else raises."""
+    from minimix.core import room as room_module
+
+    entry = TRANSITIONS[(S.JOINED, OccupantGone)]
+    monkeypatch.setitem(
+        room_module.TRANSITIONS, (S.JOINED, OccupantGone), room_module.go(lambda r, e, c: S.BACKOFF, S.JOINED)
+    )
+    with pytest.raises(IllegalTransition, match="led to backoff"):
+        room_in(S.JOINED).handle(OccupantGone(R, "bob"), ctx())
+    assert entry.targets == {S.JOINED}
+
+
+def test_the_drawn_room_machine_is_the_table():
+    """docs/room-machine.dot and .svg are drawn from TRANSITIONS (make diagram)."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "docs" / "make_room_diagram.py"
+    spec = importlib.util.spec_from_file_location("make_room_diagram", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.stale() == [], "the room diagram is stale: run `make diagram`"

@@ -1,16 +1,18 @@
 """The per-room state machine: the one module that owns every room transition.
 
 Modelled on h11's ``_state.py``: the transitions are data (:data:`TRANSITIONS`, a
-table from ``(state, event type)`` to a handler), events are frozen dataclasses,
-and a pair missing from the table raises :class:`IllegalTransition`.  Every event
-that can come from the network or a timer is handled in every state (a test
-checks the table is total for them), so no sequence of server behaviour can
-crash a room; only internal events (:class:`~minimix.core.events.JoinSlot`)
-can be illegal, and only through a bug.
+table from ``(state, event type)`` to a handler and the states it may lead to),
+events are frozen dataclasses, and a pair missing from the table raises
+:class:`IllegalTransition`.  Every event that can come from the network or a timer
+is handled in every state (a test checks the table is total for them), so no
+sequence of server behaviour can crash a room; only internal events
+(:class:`~minimix.core.events.JoinSlot`) can be illegal, and only through a bug.
 
 A handler mutates the :class:`Room`, appends actions to the :class:`Ctx` and
-returns the next state.  :meth:`Room.handle` adds one ``room state`` note per
-change of state (room=, from=, to=, reason=, retry_in=).
+returns the next state, which must be one its table entry names (else
+:class:`IllegalTransition`: a bug).  So the table alone says every move a room can
+make; ``make diagram`` draws it (docs/room-machine.svg).  :meth:`Room.handle` adds
+one ``room state`` note per change of state (room=, from=, to=, reason=, retry_in=).
 """
 
 from __future__ import annotations
@@ -118,11 +120,16 @@ class Room:
             if event.kind not in self.armed:
                 return ctx.actions  # a timer disarmed after it had already fired
             del self.armed[event.kind]
-        handler = TRANSITIONS.get((self.state, type(event)))
-        if handler is None:
+        transition = TRANSITIONS.get((self.state, type(event)))
+        if transition is None:
             raise IllegalTransition(f"{type(event).__name__} in state {self.state.value}")
         before = self.state
-        after = handler(self, event, ctx)
+        after = transition.handler(self, event, ctx)
+        if after not in transition.targets and not (after is before and not transition.targets):
+            raise IllegalTransition(
+                f"{transition.handler.__name__}: {type(event).__name__} in state {before.value} led to "
+                f"{after.value}, which the table does not name"
+            )
         if after is not before:
             self._enter(after, ctx)
             # One line per room and change; the routine step into JOINING only at debug, so a
@@ -178,6 +185,19 @@ class Room:
 
 State = RoomState
 Handler = Callable[[Room, RoomEvent, Ctx], RoomState]
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One entry of the table: what handles the event, and every state it may lead to
+    (none named: the room stays in its state and nothing happens)."""
+
+    handler: Handler
+    targets: frozenset[RoomState] = frozenset()
+
+
+def go(handler: Handler, *targets: RoomState) -> Transition:
+    return Transition(handler, frozenset(targets))
 
 
 # -- shared handler pieces --------------------------------------------------------
@@ -625,76 +645,81 @@ def gave_up_self_available(room: Room, ev: SelfAvailable, ctx: Ctx) -> RoomState
 
 
 # -- the table ----------------------------------------------------------------------
+# Every move a room can make.  STAY: the event changes nothing in that state (a late or
+# irrelevant answer); go(handler, *targets): the handler decides among those states.
 
-W, J, IN, L, B, G = (
+W, J, IN, L, B, G, GONE = (
     RoomState.WAITING,
     RoomState.JOINING,
     RoomState.JOINED,
     RoomState.LEAVING,
     RoomState.BACKOFF,
     RoomState.GAVE_UP,
+    RoomState.GONE,
 )
 
-TRANSITIONS: dict[tuple[RoomState, type[RoomEvent]], Handler] = {  # type: ignore[dict-item]
-    (W, JoinSlot): waiting_slot,
-    (W, Wanted): waiting_wanted,
-    (W, Unwanted): _gone,
-    (W, SelfAvailable): any_self_available_accept,
-    (W, SelfUnavailable): _same,
-    (W, PresenceError): _same,
-    (W, OccupantGone): _same,
-    (W, TimerFired): _same,
-    (W, SelfPingAnswered): _same,
-    (W, ReservedNickFound): _same,
-    (W, Disconnected): _same,
-    (J, Wanted): joining_wanted,
-    (J, Unwanted): joining_unwanted,
-    (J, SelfAvailable): joining_self_available,
-    (J, SelfUnavailable): joining_self_unavailable,
-    (J, PresenceError): joining_error,
-    (J, OccupantGone): _same,
-    (J, TimerFired): joining_timer,
-    (J, SelfPingAnswered): _same,
-    (J, ReservedNickFound): joining_reserved,
-    (J, Disconnected): _disconnected,
-    (IN, Wanted): joined_wanted,
-    (IN, Unwanted): joined_unwanted,
-    (IN, SelfAvailable): joined_self_available,
-    (IN, SelfUnavailable): joined_self_unavailable,
-    (IN, PresenceError): joined_error,
-    (IN, OccupantGone): joined_occupant_gone,
-    (IN, TimerFired): joined_timer,
-    (IN, SelfPingAnswered): joined_ping_answered,
-    (IN, ReservedNickFound): _same,
-    (IN, Disconnected): _disconnected,
-    (L, Wanted): leaving_wanted,
-    (L, Unwanted): leaving_unwanted,
-    (L, SelfAvailable): _same,
-    (L, SelfUnavailable): leaving_self_unavailable,
-    (L, PresenceError): _after_leave,
-    (L, OccupantGone): _same,
-    (L, TimerFired): leaving_timer,
-    (L, SelfPingAnswered): _same,
-    (L, ReservedNickFound): _same,
-    (L, Disconnected): _after_leave,
-    (B, Wanted): backoff_wanted,
-    (B, Unwanted): _gone,
-    (B, SelfAvailable): any_self_available_accept,
-    (B, SelfUnavailable): _same,
-    (B, PresenceError): _same,
-    (B, OccupantGone): _same,
-    (B, TimerFired): backoff_timer,
-    (B, SelfPingAnswered): _same,
-    (B, ReservedNickFound): _same,
-    (B, Disconnected): _same,
-    (G, Wanted): gave_up_wanted,
-    (G, Unwanted): _gone,
-    (G, SelfAvailable): gave_up_self_available,
-    (G, SelfUnavailable): _same,
-    (G, PresenceError): _same,
-    (G, OccupantGone): _same,
-    (G, TimerFired): _same,
-    (G, SelfPingAnswered): _same,
-    (G, ReservedNickFound): _same,
-    (G, Disconnected): _same,
+STAY = Transition(_same)
+
+TRANSITIONS: dict[tuple[RoomState, type[RoomEvent]], Transition] = {
+    (W, JoinSlot): go(waiting_slot, J),
+    (W, Wanted): go(waiting_wanted, W),
+    (W, Unwanted): go(_gone, GONE),
+    (W, SelfAvailable): go(any_self_available_accept, L, IN, G),
+    (W, SelfUnavailable): STAY,
+    (W, PresenceError): STAY,
+    (W, OccupantGone): STAY,
+    (W, TimerFired): STAY,
+    (W, SelfPingAnswered): STAY,
+    (W, ReservedNickFound): STAY,
+    (W, Disconnected): STAY,
+    (J, Wanted): go(joining_wanted, J),
+    (J, Unwanted): go(joining_unwanted, L),
+    (J, SelfAvailable): go(joining_self_available, IN, L, G),
+    (J, SelfUnavailable): go(joining_self_unavailable, J, B, G),
+    (J, PresenceError): go(joining_error, W, J, B, G),
+    (J, OccupantGone): STAY,
+    (J, TimerFired): go(joining_timer, J, B),
+    (J, SelfPingAnswered): STAY,
+    (J, ReservedNickFound): go(joining_reserved, J, B),
+    (J, Disconnected): go(_disconnected, W),
+    (IN, Wanted): go(joined_wanted, IN, L),
+    (IN, Unwanted): go(joined_unwanted, L),
+    (IN, SelfAvailable): go(joined_self_available, IN),
+    (IN, SelfUnavailable): go(joined_self_unavailable, IN, B, G),
+    (IN, PresenceError): go(joined_error, IN),
+    (IN, OccupantGone): go(joined_occupant_gone, IN),
+    (IN, TimerFired): go(joined_timer, IN),
+    (IN, SelfPingAnswered): go(joined_ping_answered, IN, W),
+    (IN, ReservedNickFound): STAY,
+    (IN, Disconnected): go(_disconnected, W),
+    (L, Wanted): go(leaving_wanted, L),
+    (L, Unwanted): go(leaving_unwanted, L),
+    (L, SelfAvailable): STAY,
+    (L, SelfUnavailable): go(leaving_self_unavailable, L, W, GONE),
+    (L, PresenceError): go(_after_leave, W, GONE),
+    (L, OccupantGone): STAY,
+    (L, TimerFired): go(leaving_timer, L, W, GONE),
+    (L, SelfPingAnswered): STAY,
+    (L, ReservedNickFound): STAY,
+    (L, Disconnected): go(_after_leave, W, GONE),
+    (B, Wanted): go(backoff_wanted, B, W),
+    (B, Unwanted): go(_gone, GONE),
+    (B, SelfAvailable): go(any_self_available_accept, L, IN, G),
+    (B, SelfUnavailable): STAY,
+    (B, PresenceError): STAY,
+    (B, OccupantGone): STAY,
+    (B, TimerFired): go(backoff_timer, B, W),
+    (B, SelfPingAnswered): STAY,
+    (B, ReservedNickFound): STAY,
+    (B, Disconnected): STAY,
+    (G, Wanted): go(gave_up_wanted, G, W),
+    (G, Unwanted): go(_gone, GONE),
+    (G, SelfAvailable): go(gave_up_self_available, G),
+    (G, SelfUnavailable): STAY,
+    (G, PresenceError): STAY,
+    (G, OccupantGone): STAY,
+    (G, TimerFired): STAY,
+    (G, SelfPingAnswered): STAY,
+    (G, ReservedNickFound): STAY,
+    (G, Disconnected): STAY,
 }
