@@ -5,7 +5,7 @@ import sqlite3
 import pytest
 
 from minimix.core.relay import ClientSettings, Mode
-from minimix.store import FILENAME, Store
+from minimix.store import FILENAME, Store, StoredMessage
 
 
 def test_client_settings_roundtrip(tmp_path):
@@ -234,3 +234,18 @@ def test_a_journal_that_cannot_be_read_never_stops_the_store(tmp_path):
     with store.grouped(journaled=True):
         store.set_room_cursor("r@muc", "id-1", 1.0)
     assert sqlite3.connect(str(path)).execute("SELECT count(*) FROM room_state").fetchone()[0] == 1
+
+
+def test_pruning_keeps_the_newest_message_so_the_sequence_goes_on(tmp_path):
+    """A week of silence in every room prunes the whole log; the next start must not give
+    new messages numbers at or below the clients' cursors (they would count as delivered)."""
+    path = tmp_path / "minimix.sqlite3"
+    store = Store(path)
+    for seq in (1, 2, 3):
+        store.store_message(StoredMessage(seq, "r@m", f"id{seq}", "bob", False, 1000.0 + seq, "hi", None, "t", "<m/>"))
+    store.relays_sent([("mmx-1", "phone", "r@m", 3, None, None)], None)
+    store.relays_delivered(["mmx-1"])
+    assert store.prune(5000.0) == 2
+    store.close()
+    store = Store(path)
+    assert store.max_seq() == 3 and store.cursors() == {("phone", "r@m"): 3}

@@ -410,8 +410,13 @@ class Store:
         ]
 
     def prune(self, before: float) -> int:
+        """Forget messages logged before ``before``, but never the newest: the log's sequence
+        goes on from it after a restart (a store pruned empty would start again at 1, below
+        every client's cursor, and what came next would count as delivered)."""
         with self._transaction():
-            return self._exec("DELETE FROM message WHERE stamp < ?", (before,)).rowcount
+            return self._exec(
+                "DELETE FROM message WHERE stamp < ? AND seq < (SELECT max(seq) FROM message)", (before,)
+            ).rowcount
 
     # -- rooms ---------------------------------------------------------------------------------
 
