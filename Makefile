@@ -29,8 +29,9 @@ servers:
 test: install servers
 	$(BIN)/python -m pytest
 
+# Every test that needs no XMPP server (the fixtures that start one mark theirs `integration`).
 unit: install
-	$(BIN)/python -m pytest tests/core tests/test_config.py tests/test_logging.py tests/test_sdnotify.py tests/test_cli.py tests/test_compat.py tests/test_doctor_verdicts.py
+	$(BIN)/python -m pytest -m "not integration"
 
 lint: install
 	$(BIN)/ruff check daemon tests bench
