@@ -2,6 +2,7 @@
 aioxmpp 0.13.3 (so the patch is still needed) and that the patched behaviour is right."""
 
 import asyncio
+import contextlib
 import datetime as dt
 import io
 import logging
@@ -25,6 +26,7 @@ from cryptography.x509.oid import NameOID
 
 import minimix.xmpp  # noqa: F401  (applies the patches)
 import minimix.xmpp.mam  # noqa: F401  (Message.xep0313_result)
+from minimix import logging as minimix_logging
 from minimix.xmpp import compat
 
 
@@ -110,15 +112,38 @@ def test_transport_closed_without_exception_is_reported_as_failure():
     assert isinstance(exc, ConnectionError)
 
 
-# -- 4. no raw stream dumps in the logs -----------------------------------------------------------
+# -- 4. no stream content in the logs ----------------------------------------------------------
 
 
-def test_raw_stream_dumps_are_dropped(caplog):
-    logger = logging.getLogger(compat.XML_TRACE_LOGGER)
-    with caplog.at_level(logging.DEBUG, logger=compat.XML_TRACE_LOGGER):
-        logger.debug("RECV %r", b"<password>hunter2</password>")
-        logger.debug("stream header received")
-    assert [r.getMessage() for r in caplog.records] == ["stream header received"]
+@pytest.fixture
+def debug_log():
+    """The daemon's log pipeline at debug level, into a string."""
+    out = io.StringIO()
+    minimix_logging.setup("debug", stream=out, mode="journal", env={})
+    yield out
+    minimix_logging.reset()
+
+
+def test_stanzas_aioxmpp_logs_are_never_shown(debug_log):
+    """The IQ's repr shows its payload (here an error text bob wrote)."""
+    iq = aioxmpp.IQ(type_=aioxmpp.IQType.ERROR, error=aioxmpp.stanza.Error(text="what bob said"))
+    assert "what bob said" in repr(iq)  # the defect
+    for logger in ("aioxmpp.client.StanzaStream", "aioxmpp.StanzaStream", "aioxmpp.node.XMLStream"):
+        logging.getLogger(logger).debug("incoming iq: %r", iq)
+    assert "bob" not in debug_log.getvalue()
+    assert debug_log.getvalue().count("incoming iq: <IQ>") == 3
+
+
+def test_what_aioxmpps_parser_could_not_read_is_never_shown(debug_log):
+    """aioxmpp.xso.model logs the attribute value and the exception quoting it."""
+    message = b"<message xmlns='jabber:client'><delay xmlns='urn:xmpp:delay' stamp='what bob said'/></message>"
+    with contextlib.suppress(aioxmpp.stanza.StanzaError):  # not the point here
+        aioxmpp.xml.read_single_xso(io.BytesIO(message), aioxmpp.Message)
+    assert "bob" not in debug_log.getvalue()
+    assert debug_log.getvalue().splitlines()[0] == (
+        "<7>while parsing XSO <class 'aioxmpp.misc.delay.Delay'> (<13 characters>) (ValueError) "
+        "logger=aioxmpp.xso.model"
+    )
 
 
 # -- 7. lenient XEP-0048 parsing ---------------------------------------------------------------------

@@ -191,8 +191,8 @@ def test_libraries_are_quieter_unless_debug(journal) -> None:
 
 def test_debug_shows_library_debug(journal) -> None:
     stream = journal("debug")
-    logging.getLogger("aioxmpp.protocol").debug("SENT %r", b"<presence/>")
-    assert stream.lines() == ["<7>SENT b'<presence/>' logger=aioxmpp.protocol"]
+    logging.getLogger("aioxmpp.protocol").debug("connected to %s", "xmpp.example.org")
+    assert stream.lines() == ["<7>connected to xmpp.example.org logger=aioxmpp.protocol"]
 
 
 # --- secrets --------------------------------------------------------------------------------
@@ -250,7 +250,7 @@ def test_secret_redacted_in_a_library_message(journal) -> None:
     ],
 )
 def test_secret_redacted_in_base64_sasl_plain(journal, payload: bytes) -> None:
-    stream = journal()
+    stream = journal(log_messages=True)
     add_secret(SECRET)
     encoded = base64.b64encode(payload)
     logging.getLogger("aioxmpp.protocol").debug(
@@ -290,7 +290,7 @@ def test_secret_keys_are_masked(journal) -> None:
 
 
 def test_xml_password_elements_are_masked(journal) -> None:
-    stream = journal()
+    stream = journal(log_messages=True)
     logging.getLogger("aioxmpp.protocol").debug(
         "SENT %r",
         b"<presence to='r@m/n'><x xmlns='http://jabber.org/protocol/muc'>"
@@ -326,3 +326,146 @@ def test_set_level_changes_a_running_setup(journal) -> None:
     set_level("debug")
     get_logger().debug("shown")
     assert stream.lines() == ["<7>shown logger=minimix"]
+
+
+def test_a_short_password_in_a_sasl_exchange_is_masked_even_with_log_messages(journal) -> None:
+    """A password under 8 characters is not registered as a secret; in SASL it still never shows:
+    the content of every SASL element is masked (PLAIN's base64, SCRAM's proofs and answers)."""
+    stream = journal(log_messages=True)
+    plain = base64.b64encode(b"\0alice\0pw5!x").decode()
+    stream_log = logging.getLogger("aioxmpp.client.XMLStream")
+    stream_log.debug("SENT %r", f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{plain}</auth>".encode())
+    stream_log.debug("SENT %r", b"<sasl:response xmlns:sasl='urn:ietf:params:xml:ns:xmpp-sasl'>Yz1iaXdz")  # cut
+    stream_log.debug("RECV %r", b"<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>cj1meWtv</challenge>")
+    stream_log.debug("RECV %r", b"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>dj1ybUY5</success>")
+    lines = stream.lines()
+    assert len(lines) == 4 and all(">***" in line for line in lines), lines
+    for payload in (plain, "Yz1iaXdz", "cj1meWtv", "dj1ybUY5"):
+        assert payload not in stream.getvalue()
+
+
+# --- other people's words: stream content ------------------------------------------------------
+
+
+class Stanza:
+    """Stands for an aioxmpp XSO (a test registers it as stream content)."""
+
+    def __repr__(self) -> str:
+        return "<message><body>what bob said</body></message>"
+
+
+@pytest.fixture
+def stanzas() -> Iterator[None]:
+    saved = minimix_logging._content_types, minimix_logging._content_loggers
+    minimix_logging.hide_content(Stanza, loggers=["somelib.parser"])
+    yield
+    minimix_logging._content_types, minimix_logging._content_loggers = saved
+
+
+@pytest.mark.parametrize("level", ["debug", "info"])
+@pytest.mark.parametrize("logger", ["aioxmpp.client.XMLStream", "aioxmpp.node.XMLStream", "aioxmpp.stream"])
+def test_stream_bytes_and_stanzas_are_never_shown(journal, stanzas, level: str, logger: str) -> None:
+    """Whatever the logger (the probe's stream logged under aioxmpp.node when it looked the
+    server up by SRV) and whatever the level."""
+    stream = journal(level)
+    log = logging.getLogger(logger)
+    for method in (log.debug, log.warning):
+        method("SENT %r", b"<message><body>what bob said</body></message>")
+        method("incoming %s: %r", "message", Stanza())
+        method("changed %s -> %s", [Stanza(), "kept"], {"new": (Stanza(),)})
+        method("%(what)s in %(where)s", {"what": Stanza(), "where": "r@m"})
+        method(Stanza())
+    assert "bob" not in stream.getvalue()
+    shown = [line.rsplit(" logger=", 1)[0] for line in stream.lines()]
+    expected = [
+        "SENT <45 bytes>",
+        "incoming message: <Stanza>",
+        "changed [<Stanza>, 'kept'] -> {'new': (<Stanza>,)}",
+        "<Stanza> in r@m",
+        "<Stanza>",
+    ]
+    assert shown == [f"<{p}>{line}" for p in ([7] if level == "debug" else []) + [4] for line in expected]
+
+
+def test_our_own_fields_never_show_a_stanza(journal, stanzas) -> None:
+    stream = journal()
+    get_logger().info("took", stanza=Stanza(), raw=b"<body>what bob said</body>", room="r@m")
+    assert stream.lines() == ["<6>took stanza=<Stanza> raw=\"<26 bytes>\" room=r@m logger=minimix"]
+
+
+def test_a_parsers_text_arguments_and_exception_are_never_shown(journal, stanzas) -> None:
+    """aioxmpp.xso.model logs the attribute value it could not parse, and the exception
+    quoting it."""
+    stream = journal()
+    try:
+        int("what bob said")
+    except ValueError:
+        logging.getLogger("somelib.parser").debug("while parsing %s (%r)", int, "what bob said", exc_info=True)
+    assert stream.lines() == ["<7>while parsing <class 'int'> (<13 characters>) (ValueError) logger=somelib.parser"]
+
+
+def test_log_messages_shows_the_stream_at_debug_only(journal, stanzas) -> None:
+    sent = b"<message><body>what bob said</body></message>"
+    stream = journal("info", log_messages=True)
+    logging.getLogger("aioxmpp.stream").warning("SENT %r", sent)
+    minimix_logging.set_level("debug", log_messages=True)
+    logging.getLogger("aioxmpp.stream").debug("SENT %r / %r", sent, Stanza())
+    minimix_logging.set_level("debug")
+    logging.getLogger("aioxmpp.stream").debug("SENT %r", sent)
+    assert [line.rsplit(" logger=", 1)[0] for line in stream.lines()] == [
+        "<4>SENT <45 bytes>",
+        f"<7>SENT {sent!r} / <message><body>what bob said</body></message>",
+        "<7>SENT <45 bytes>",
+    ]
+
+
+# --- escaping ---------------------------------------------------------------------------------
+
+ESCAPED = [
+    *range(0x00, 0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029, *range(0x202A, 0x202F),
+    *range(0x2066, 0x206A), *range(0xD800, 0xE000),
+]
+_ESCAPE_SEQUENCE = re.compile(r"\\(?:x([0-9a-f]{2})|u([0-9a-f]{4})|(.))")
+
+
+def unescape(text: str) -> str:
+    named = {"\\": "\\", "n": "\n", "r": "\r", "t": "\t"}
+    return _ESCAPE_SEQUENCE.sub(lambda m: chr(int(m[1] or m[2], 16)) if m[3] is None else named[m[3]], text)
+
+
+def test_every_control_separator_bidi_override_and_surrogate_is_escaped() -> None:
+    every = "".join(map(chr, ESCAPED))
+    escaped = minimix_logging.escape(every)
+    assert escaped.isascii() and escaped.isprintable()
+    assert unescape(escaped) == every
+    for c in ESCAPED:
+        assert minimix_logging.escape(chr(c)) == {0x5C: "\\\\", 0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"}.get(
+            c, f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+        )
+
+
+@given(st.text())
+def test_escaping_is_unambiguous_and_leaves_the_rest_as_it_is(text: str) -> None:
+    escaped = minimix_logging.escape(text)
+    assert unescape(escaped) == text
+    assert not set(escaped) & set(map(chr, ESCAPED))
+    if "\\" not in text:
+        assert escaped == "".join(c if ord(c) not in ESCAPED else minimix_logging.escape(c) for c in text)
+
+
+@pytest.mark.parametrize("console", [False, True])
+def test_events_keys_and_values_are_escaped_in_both_modes(console: bool) -> None:
+    stream = Stream(tty=console)
+    setup("debug", stream=stream, env={"NO_COLOR": "1"})
+    evil = "kicked\r<3>forged\u2028line\u202egnp.exe\x1b[31m\x85"
+    get_logger().warning(f"room state {evil}", reason=evil, **{f"k{evil}": 1})
+    logging.getLogger("somelib").warning("said %s", evil)
+    try:
+        raise ValueError(evil)
+    except ValueError:
+        get_logger().exception("failed")
+    output = stream.getvalue()
+    assert not set(output) & (set(map(chr, ESCAPED)) - {"\n"})
+    shown = "\\r<3>forged\\u2028line\\u202egnp.exe\\x1b[31m\\x85"
+    assert output.count(shown) == 5  # the event, the key, the value, the library's, the exception's
+    assert [line.count(shown) for line in stream.lines() if shown in line] == [3, 1, 1]

@@ -466,7 +466,8 @@ class App:
                     log.error("XMPP client stopped unexpectedly", error=error)
                     self.exit_code = EX_SOFTWARE
             case _:
-                log.warning("unknown event", event=repr(event)[:200])
+                # the name only: an event's fields may be someone's message
+                log.warning("unknown event", event=type(event).__name__)
 
     def _execute(self, actions: list[A.Action]) -> None:
         session = self.session
@@ -582,7 +583,7 @@ class App:
                     joined = [(r.jid, r.nick) for r in self.engine.rooms if r.state is RoomState.JOINED and r.nick]
                     session.mirror_presence(show, status, joined)
                 case _:
-                    log.warning("unknown action", action=repr(action)[:200])
+                    log.warning("unknown action", action=type(action).__name__)  # as above
 
     def _poll_bookmarks(self, on: bool) -> None:
         """Poll where the server does not push every change (no retracts, legacy store).
@@ -670,7 +671,7 @@ class App:
             if later:
                 log.warning("these settings take effect at the next restart", sections=",".join(later))
             self.config = config
-            minimix_logging.set_level(config.logging.level)
+            minimix_logging.set_level(config.logging.level, config.logging.log_messages)
             self.engine.rooms.policy = room_policy(config)
             self.engine.default_nick = default_nick(config, self.jid)
             self.engine.configure(

@@ -82,7 +82,7 @@ def _run(args: argparse.Namespace) -> int:
         password = resolve_password(config)
     except ConfigError as error:
         return _config_error(error)
-    minimix_logging.setup(level=config.logging.level)
+    minimix_logging.setup(level=config.logging.level, log_messages=config.logging.log_messages)
     minimix_logging.add_secret(password)
     try:
         from minimix import app  # the daemon proper: imported only when it is to run
@@ -134,7 +134,7 @@ def _doctor(args: argparse.Namespace) -> int:
         return _config_error(error)
     # The report goes to stdout; log records (errors only, unless level is debug) to stderr.
     level = "debug" if config.logging.level == "debug" else "error"
-    minimix_logging.setup(level=level, stream=sys.stderr)
+    minimix_logging.setup(level=level, stream=sys.stderr, log_messages=config.logging.log_messages)
     minimix_logging.add_secret(password)
     try:
         from minimix import doctor

@@ -305,6 +305,9 @@ class LoggingConfig:
     """``[logging]``."""
 
     level: LogLevel = setting("info", doc="Least severe level logged.")
+    log_messages: bool = setting(
+        False, doc="At level debug, also log the XML stream: message bodies, other people's words."
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

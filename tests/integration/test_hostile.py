@@ -5,18 +5,16 @@ once, never crashes, never reconnects, and keeps following the real bookmarks.""
 from __future__ import annotations
 
 import pytest
-from structlog.processors import LogfmtRenderer
 
 from harness import BOOKMARKS_NODE, NS, StanzaError, el_of
-
-_logfmt = LogfmtRenderer()
+from minimix.logging import render_field
 
 RLO = "\u202e"  # RIGHT-TO-LEFT OVERRIDE: prohibited in JIDs (RFC 3454 C.8)
 
 
 def item_field(item_id: str) -> str:
-    """How the daemon's log writes item=<id> (logfmt, quoted when needed)."""
-    return _logfmt(None, "", {"item": item_id})
+    """How the daemon's log writes item=<id> (logfmt, quoted when needed, escaped)."""
+    return render_field("item", item_id)
 
 
 def skip_lines(d, item_id: str) -> list[str]:

@@ -45,6 +45,8 @@ import OpenSSL.SSL
 import structlog
 from cryptography import x509 as cx509
 
+from minimix import logging as minimix_logging
+
 _applied = False
 log = structlog.get_logger("minimix.xmpp")
 
@@ -107,17 +109,18 @@ def _connection_lost(self: Any, exc: BaseException | None) -> None:
     _orig_connection_lost(self, exc)
 
 
-# -- 4. raw stream dumps at debug level ---------------------------------------------------
-# Defect (for a daemon): XMLStream logs every received byte at DEBUG ("RECV …"),
-# bookmark passwords and message bodies included, before anything is parsed, so
-# no redaction can know the secrets in it.  minimix never lets those through.
+# -- 4. stream content in the logs ------------------------------------------------------------
+# Defect (for a daemon): aioxmpp logs what it sends and receives, at debug level, under
+# whichever logger its caller gave: the raw bytes ("SENT %r", "RECV %r": message bodies,
+# bookmarks, the SASL exchange), stanzas and payloads as objects ("incoming iq: %r", a
+# bookmark list, "unhandleable IQ request … payload=%r" at warning), and the attribute value
+# its parser could not read (aioxmpp.xso.model).  The log pipeline hides bytes itself; here it
+# learns the rest, so that none of it is shown under any logger name, the probe's and the
+# doctor's streams included, unless the user asks for it ([logging] log_messages at debug).
 
-XML_TRACE_LOGGER = "aioxmpp.client.XMLStream"
 
-
-class _NoRawDumps(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (isinstance(record.msg, str) and record.msg.startswith(("RECV ", "SEND ")))
+def _hide_stream_content() -> None:
+    minimix_logging.hide_content(aioxmpp.xso.XSO, loggers=["aioxmpp.xso.model"])
 
 
 # Also noise: every clean TLS close by the server (a restart) makes asyncio log "Fatal
@@ -1082,7 +1085,7 @@ def apply() -> None:
     aioxmpp.security_layer.check_x509_hostname = check_x509_hostname
     aioxmpp.presence.service.PresenceServer.make_stanza = _make_stanza_with_priority
     aioxmpp.protocol.XMLStream.connection_lost = _connection_lost
-    logging.getLogger(XML_TRACE_LOGGER).addFilter(_NoRawDumps())
+    _hide_stream_content()
     for name in ("asyncio", "aioxmpp.client"):
         logging.getLogger(name).addFilter(_Demote())
     _lenient_legacy_bookmarks()

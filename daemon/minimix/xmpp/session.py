@@ -521,7 +521,9 @@ class Session:
                         return None
                     _, xmlstream, features = result
                 else:
-                    _, xmlstream, features = await aioxmpp.node.connect_xmlstream(acc.jid, security)
+                    _, xmlstream, features = await aioxmpp.node.connect_xmlstream(
+                        acc.jid, security, logger=log_std  # its stream logs as the session's does
+                    )
                 try:
                     features[aioxmpp.nonza.StreamManagementFeature]
                 except KeyError:
