@@ -282,7 +282,61 @@ def test_password_command_timeout(write, monkeypatch) -> None:
     with pytest.raises(ConfigError, match=r"no answer within 0.2 s") as caught:
         resolve_password(config, env={})
     assert SECRET not in str(caught.value)
-    assert caught.value.__suppress_context__  # TimeoutExpired carries the output
+    context = caught.value.__context__  # TimeoutExpired carries the output
+    assert context is None or caught.value.__suppress_context__
+
+
+SHORT = "k;7~"  # a short password: no word of the log could be mistaken for it
+
+
+def script(tmp_path: Path, body: str) -> str:
+    """A password_command line running a bash script (*body*) that traces every command."""
+    path = tmp_path / "get-password"
+    path.write_text(f"#!/bin/bash\nset -x\n{body}\n")
+    path.chmod(0o700)
+    return f"password_command = [{str(path)!r}]\n"
+
+
+@pytest.mark.parametrize("password", [SHORT, "x", SECRET])
+def test_password_command_stderr_is_shown_without_the_password(write, tmp_path, capfd, password) -> None:
+    """A script run with ``set -x`` echoes the password to stderr, which is the journal's."""
+    body = f"echo 'opening the vault' >&2\necho '{password}'\necho \"got $(echo '{password}' | wc -c) bytes\" >&2"
+    config = load(write(ACCOUNT + script(tmp_path, body)))
+    assert resolve_password(config, env={}) == password
+    out, err = capfd.readouterr()
+    name = "minimix: password_command " + str(tmp_path / "get-password") + ": "
+    assert all(line.startswith(name) for line in err.splitlines())
+    shown = [line.removeprefix(name) for line in err.splitlines()]
+    assert password not in out + "\n".join(shown)
+    assert shown[:3] == [
+        "+ echo 'opening the vault'",
+        "opening the vault",
+        "+ echo " + ("'***'" if ";" in password else "***"),  # as bash quotes it
+    ]
+
+
+def test_password_command_stderr_is_shown_when_it_fails_escaped(write, tmp_path, capfd) -> None:
+    body = f"echo '{SHORT}'\nprintf 'vault locked\\r<3>forged\\033[31m\\n' >&2\nexit 3"
+    config = load(write(ACCOUNT + script(tmp_path, body)))
+    with pytest.raises(ConfigError, match="failed with exit status 3"):
+        resolve_password(config, env={})
+    err = capfd.readouterr().err
+    assert SHORT not in err
+    assert ": vault locked\\r<3>forged\\x1b[31m\n" in err
+
+
+def test_password_command_stderr_is_bounded(write, tmp_path, capfd) -> None:
+    """What is kept ends in the middle of the password: its line goes too."""
+    cut = config_module.PASSWORD_COMMAND_STDERR_MAX - 2
+    body = f"echo '{SECRET}'\n{{ set +x; }} 2>/dev/null\nprintf 'x%.0s' $(seq {cut}) >&2\necho '{SECRET}' >&2\nhead -c 100000 /dev/zero | tr '\\0' y >&2"
+    config = load(write(ACCOUNT + script(tmp_path, body)))
+    assert resolve_password(config, env={}) == SECRET
+    err = capfd.readouterr().err
+    assert SECRET[:2] not in err
+    name = "minimix: password_command " + str(tmp_path / "get-password")
+    shown = [line for line in err.splitlines() if line.startswith(name)]
+    assert shown[-1] == f"{name}: ({cut + len(SECRET) + 1 + 100000} more bytes not shown)"
+    assert len(err) < config_module.PASSWORD_COMMAND_STDERR_MAX + 500
 
 
 def test_password_command_not_found(write) -> None:

@@ -16,8 +16,11 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import selectors
 import signal
 import subprocess
+import sys
+import time
 import tomllib
 import types
 import typing
@@ -29,10 +32,14 @@ from typing import Any, Literal
 
 import platformdirs
 
+from minimix.logging import escape, redact
+
 APP_NAME = "minimix"
 CREDENTIAL_NAME = "xmpp-password"
 """Name of the systemd credential (``LoadCredential=xmpp-password:…``) holding the password."""
 PASSWORD_COMMAND_TIMEOUT_S = 10.0
+PASSWORD_COMMAND_STDERR_MAX = 4096
+"""Bytes of a password command's stderr passed on; a command may write any amount."""
 DEFAULT_PORT = 5222
 
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -520,26 +527,71 @@ def _read(path: Path, *, private: bool = False) -> bytes:
 
 
 def _run_password_command(argv: tuple[str, ...], config_path: Path) -> bytes:
-    """Run *argv* (no shell); its stderr goes where ours goes, its stdout is never shown."""
+    """Run *argv* (no shell). Its stdout is never shown; its stderr is (see :func:`_show_stderr`)."""
     where = f"{config_path}: account.password_command: {argv[0]}"
     try:
-        result = subprocess.run(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            timeout=PASSWORD_COMMAND_TIMEOUT_S,
-            check=False,
+        process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
     except OSError as error:
         raise ConfigError(f"{where}: cannot run: {error.strerror}") from None
-    except subprocess.TimeoutExpired:
-        raise ConfigError(f"{where}: no answer within {PASSWORD_COMMAND_TIMEOUT_S:g} s") from None
-    if result.returncode < 0:
+    with process:
+        stdout, stderr, more, finished = _communicate(process, PASSWORD_COMMAND_TIMEOUT_S)
+        if not finished:
+            process.kill()
+    _show_stderr(f"password_command {argv[0]}", stderr, more, stdout)
+    if not finished:
+        raise ConfigError(f"{where}: no answer within {PASSWORD_COMMAND_TIMEOUT_S:g} s")
+    if process.returncode < 0:
         try:
-            name = signal.Signals(-result.returncode).name
+            name = signal.Signals(-process.returncode).name
         except ValueError:
-            name = f"signal {-result.returncode}"
+            name = f"signal {-process.returncode}"
         raise ConfigError(f"{where}: killed by {name}")
-    if result.returncode != 0:
-        raise ConfigError(f"{where}: failed with exit status {result.returncode}")
-    return result.stdout
+    if process.returncode != 0:
+        raise ConfigError(f"{where}: failed with exit status {process.returncode}")
+    return stdout
+
+
+def _communicate(process: subprocess.Popen[bytes], timeout: float) -> tuple[bytes, bytes, int, bool]:
+    """(stdout, the first :data:`PASSWORD_COMMAND_STDERR_MAX` bytes of stderr, how many more
+    bytes it wrote, whether it ended within *timeout*): what it reads is bounded by that."""
+    out, err, more = bytearray(), bytearray(), 0
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)  # type: ignore[arg-type]
+        selector.register(process.stderr, selectors.EVENT_READ)  # type: ignore[arg-type]
+        while selector.get_map():
+            ready = selector.select(deadline - time.monotonic())
+            if not ready:
+                return bytes(out), bytes(err), more, False
+            for key, _ in ready:
+                chunk = os.read(key.fd, 65536)
+                if not chunk:
+                    selector.unregister(key.fileobj)
+                elif key.fileobj is process.stdout:
+                    out += chunk
+                else:
+                    kept = chunk[: max(0, PASSWORD_COMMAND_STDERR_MAX - len(err))]
+                    err += kept
+                    more += len(chunk) - len(kept)
+    try:
+        process.wait(max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        return bytes(out), bytes(err), more, False
+    return bytes(out), bytes(err), more, True
+
+
+def _show_stderr(name: str, stderr: bytes, more: int, stdout: bytes) -> None:
+    """Pass on what a password command wrote to stderr (why it failed, a warning) on ours,
+    which is the journal under systemd: one escaped line each, without the password — the
+    first line of its stdout, whatever its length (``set -x`` in a script echoes it)."""
+    if more:  # the cut may have split the password: its line goes too
+        stderr, _, cut = stderr.rpartition(b"\n")
+        more += len(cut)
+    password = stdout.decode("utf-8", "replace").splitlines()[:1]
+    text = redact(stderr.decode("utf-8", "replace"), password).removesuffix("\n")
+    for line in text.split("\n") if text else ():  # a CR, say, is escaped: no line of its own
+        print(f"minimix: {name}: {escape(line)}", file=sys.stderr)
+    if more:
+        print(f"minimix: {name}: ({more} more bytes not shown)", file=sys.stderr)
