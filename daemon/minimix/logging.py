@@ -179,7 +179,7 @@ _CONTAINER_DEPTH = 3  # a stanza inside a list inside a dict… deeper than that
 
 
 def hide_content(*types: type, loggers: Iterable[str] = ()) -> None:
-    """Never show values of *types* (stanzas, XML elements: what others wrote) in log records,
+    """Never show values of *types* (stanzas: what others wrote, room passwords) in log records,
     nor any text argument of the records of *loggers* (a library's parser reporting what it
     could not read), unless ``log_messages`` is set at debug level. Bytes are always hidden:
     the only bytes libraries log are those of the stream. The message stays, with
