@@ -229,9 +229,7 @@ def _hide_stream_content(record: logging.LogRecord) -> bool:
     if _show_content:
         return True
     text_too = record.name in _content_loggers
-    if isinstance(record.msg, dict):  # structlog's event dict
-        record.msg = {k: v if k == "event" else _hidden(v, False) for k, v in record.msg.items()}
-    elif not isinstance(record.msg, str):
+    if not isinstance(record.msg, str):  # an object, or structlog's event dict
         record.msg = _hidden(record.msg, False)
     if record.args:
         record.args = _hidden(record.args, text_too)  # a tuple, or one mapping
@@ -257,8 +255,9 @@ class _Secrets:
         self._pattern = _alternatives(self._strings)
 
     def redact(self, text: str) -> str:
-        text = _PASSWORD_ELEMENT.sub(rf"\1{REDACTED}\2", text)
-        text = _SASL_ELEMENT.sub(rf"\1{REDACTED}", text)
+        if "<" in text:  # most values have no XML: spare them two scans
+            text = _PASSWORD_ELEMENT.sub(rf"\1{REDACTED}\2", text)
+            text = _SASL_ELEMENT.sub(rf"\1{REDACTED}", text)
         return self._pattern.sub(REDACTED, text) if self._pattern else text
 
 
