@@ -42,7 +42,9 @@ def test_bookmark_published_as_soon_as_the_daemon_is_online_is_joined(fresh_pros
     """
     user = make_user(fresh_prosody)
     room = user.room()
-    d = user.start(extra={"logging": {"level": "debug"}})
+    # The server's caps query is seen in the daemon's own dump of the stream: only with
+    # log_messages (stanza content stays out of the log otherwise).
+    d = user.start(extra={"logging": {"level": "debug", "log_messages": True}})
 
     user.wait_daemon_online()
     user.phone.publish_bookmark(room, nick="quick")
