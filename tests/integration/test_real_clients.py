@@ -1,6 +1,7 @@
 """Real clients drive the daemon: Debian's profanity 0.13 and poezio 0.14, run headless in a
 private tmux server and typed into as a user would, edit the account's bookmarks; the daemon
-(same account) follows, as bob sees from inside the room.
+(same account) follows, as bob sees from inside the room. The last two tests pin how the
+two show relays, acknowledge them and run the daemon's commands (docs/clients/README.md).
 
 Each client logs in with its own config and data under the test's tmp_path (HOME and the
 XDG dirs point there), trusting the fixture's CA (never disabling verification):
@@ -566,3 +567,78 @@ def test_poezio_bookmarks_drive_the_daemon(request, server, make_user, poezio, m
     if another:
         assert user.daemon_nick(kept) == nick
     assert_never_sent_xep0402(poe)
+
+
+# -- relays, as the terminal clients show them ---------------------------------------------
+#
+# Measured by hand first (docs/clients/README.md); these pin it. Both clients get "all"
+# from `[relay.clients]` (profanity's resource is "profanity", poezio's "poezio-XXXX").
+
+RELAY_ALL = {"relay": {"clients": {"profanity": "all", "poezio*": "all"}}}
+ROOM_NICK = "Ally"
+
+
+def joined_with_relays(user) -> str:
+    room = user.room()
+    user.phone.publish_bookmark(room, nick=ROOM_NICK)
+    user.start(extra=RELAY_ALL)
+    user.wait_joined(room, ROOM_NICK)
+    return room
+
+
+def receipt_sent(user) -> str:
+    """A XEP-0184 receipt for a relay, to the daemon, in the client's stanza log."""
+    to = re.escape(user.full_jid)
+    return rf'(SENT|SEND): <message [^>]*to="{to}"[^>]*>\s*<received (?=[^>]*id="mmx-)[^>]*urn:xmpp:receipts'
+
+
+def test_profanity_shows_relays_as_its_own_words_acknowledges_them_and_runs_commands(
+    server, make_user, profanity
+):
+    """profanity files a relay under the account's own bare JID and prints it as "me: …"
+    (the body is the whole of what it shows: no forwarded XML, no fallback marker), answers
+    its XEP-0184 request, runs the ad-hoc commands (/cmd list, /cmd exec) and the chat
+    commands typed to the daemon's full JID."""
+    user = make_user(server)
+    room = joined_with_relays(user)
+    prof = profanity(server, user.account)
+    label = room.split("@", 1)[0]
+
+    user.bob.say(room, "the kettle is on")
+    prof.wait_log(rf'RECV: <message [^>]*from="{re.escape(user.full_jid)}"')
+    prof.command(f"/win {user.account.jid}")
+    prof.wait_screen(rf"- me: \[{label}\] bob: the kettle is on\n")
+    assert "forwarded" not in prof.screen() and "fallback" not in prof.screen()
+    prof.wait_log(receipt_sent(user))
+
+    prof.command("/win console")  # where /cmd prints
+    prof.command(f"/cmd list {user.full_jid}")
+    prof.wait_screen(r"Ad hoc commands:\n(.*\n)*?.* ! +say\n")
+    prof.command(f"/cmd exec status {user.full_jid}")
+    prof.wait_screen(r"status completed\n.*relay for this client: all")
+
+    prof.command(f"/msg {user.full_jid} say {label} tea for everyone")
+    user.bob.wait_groupchat(room, "tea for everyone")
+
+
+def test_poezio_shows_relays_in_the_daemons_tab_acknowledges_them_and_lists_commands(
+    server, make_user, poezio
+):
+    """poezio opens a conversation tab for the daemon's full JID and prints a relay there as
+    an incoming message ("NICK> [room] bob: …", the tab marked private, which beeps by
+    default), answers its XEP-0184 request and lists the ad-hoc commands (/ad-hoc JID)."""
+    user = make_user(server)
+    room = joined_with_relays(user)
+    poe = poezio(server, user.account)
+    label = room.split("@", 1)[0]
+
+    user.bob.say(room, "the kettle is on")
+    poe.wait_log(rf'RECV: <message [^>]*from="{re.escape(user.full_jid)}"')
+    poe.wait_log(receipt_sent(user))
+    poe.command(f"/win {user.account.localpart}")
+    poe.wait_screen(rf"\S+> \[{label}\] bob: the kettle is on")
+    assert "forwarded" not in poe.screen() and "fallback" not in poe.screen()
+
+    poe.command(f"/ad-hoc {user.full_jid}")
+    poe.wait_screen(rf"Ad-hoc commands of JID {re.escape(user.full_jid)}")
+    poe.wait_screen(r"say +Say something in a room")
