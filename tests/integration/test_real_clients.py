@@ -642,3 +642,12 @@ def test_poezio_shows_relays_in_the_daemons_tab_acknowledges_them_and_lists_comm
     poe.command(f"/ad-hoc {user.full_jid}")
     poe.wait_screen(rf"Ad-hoc commands of JID {re.escape(user.full_jid)}")
     poe.wait_screen(r"say +Say something in a room")
+
+
+def test_clients_list_the_daemon_as_minimix(user):
+    """Dino lists an account's resources by their disco identity's name (the tooltip of
+    your own conversation: "Dino", then the daemon's): that is "minimix", not aioxmpp's
+    "aioxmpp default identity" (measured in Dino 0.4.2, docs/clients/)."""
+    user.start()
+    user.wait_daemon_online()
+    assert user.phone.disco_info(user.full_jid).identities == {("client", "bot", "minimix")}

@@ -446,7 +446,9 @@ class Session:
 
     def _setup_services(self, client: aioxmpp.Client) -> None:
         disco = client.summon(aioxmpp.DiscoServer)
-        # aioxmpp's DiscoServer already says client/bot: exactly what minimix is.
+        # aioxmpp's DiscoServer already says client/bot: exactly what minimix is. Its name is
+        # what clients list for this resource (Dino's tooltip of your own account).
+        disco.set_identity_names("client", "bot", {aioxmpp.structs.LanguageTag.fromstr("en"): "minimix"})
         client.summon(aioxmpp.PingService)  # answers XEP-0199 pings (and says so in disco)
         for feature in (NS_MUC, NS_BOOKMARKS + "+notify", NS_CAPS):
             disco.register_feature(feature)
