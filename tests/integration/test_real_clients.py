@@ -596,7 +596,8 @@ def test_profanity_shows_relays_as_its_own_words_acknowledges_them_and_runs_comm
     server, make_user, profanity
 ):
     """profanity files a relay under the account's own bare JID and prints it as "me: …"
-    (the body is the whole of what it shows: no forwarded XML, no fallback marker), answers
+    (the body is the whole of what it shows: no forwarded XML, no fallback marker; an
+    action reads "* bob …", not "bob: /me …"), answers
     its XEP-0184 request, runs the ad-hoc commands (/cmd list, /cmd exec) and the chat
     commands typed to the daemon's full JID."""
     user = make_user(server)
@@ -608,6 +609,8 @@ def test_profanity_shows_relays_as_its_own_words_acknowledges_them_and_runs_comm
     prof.wait_log(rf'RECV: <message [^>]*from="{re.escape(user.full_jid)}"')
     prof.command(f"/win {user.account.jid}")
     prof.wait_screen(rf"- me: \[{label}\] bob: the kettle is on\n")
+    user.bob.say(room, "/me pours the tea")  # the room window shows "*bob pours the tea"
+    prof.wait_screen(rf"- me: \[{label}\] \* bob pours the tea\n")
     assert "forwarded" not in prof.screen() and "fallback" not in prof.screen()
     prof.wait_log(receipt_sent(user))
 

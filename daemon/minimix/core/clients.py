@@ -83,13 +83,22 @@ def room_label(room: str) -> str:
     return room.split("@", 1)[0]
 
 
+ME = "/me "  # XEP-0245: the body is an action of its sender
+
+
 def fallback_text(msg: RoomMessage) -> str:
+    """What a client shows of a relay: room, nick and text first, as one line reads.
+
+    An action ("/me waves") reads as the room shows it ("* bob waves"): the relay's sender
+    is the user's own account, so a "/me" left in the text would either show as typed or be
+    taken for the user's own action."""
     label, nick = room_label(msg.room), msg.nick or "?"
-    if msg.private:
-        return f"[{label}] {nick} (private): {msg.body}"
-    if msg.body is None and msg.subject is not None:
+    if msg.body is None and msg.subject is not None and not msg.private:
         return f"[{label}] {nick} set the subject: {msg.subject}"
-    return f"[{label}] {nick}: {msg.body}"
+    who = f"{nick} (private)" if msg.private else nick
+    if msg.body is not None and msg.body.startswith(ME):
+        return f"[{label}] * {who} {msg.body[len(ME):]}"
+    return f"[{label}] {who}: {msg.body}"
 
 
 PLAYBACK_PAGE = 500  # messages read from the log at a time for a playback
