@@ -578,12 +578,19 @@ RELAY_ALL = {"relay": {"clients": {"profanity": "all", "poezio*": "all"}}}
 ROOM_NICK = "Ally"
 
 
-def joined_with_relays(user) -> str:
+def joined_with_relays(user) -> tuple[str, str]:
+    """The daemon in a fresh room that relays everything to both clients: (room, its label)."""
     room = user.room()
     user.phone.publish_bookmark(room, nick=ROOM_NICK)
     user.start(extra=RELAY_ALL)
     user.wait_joined(room, ROOM_NICK)
-    return room
+    return room, room.split("@", 1)[0]
+
+
+def bob_says(user, tui: Tui, room: str, text: str) -> None:
+    """bob says `text` in `room`; the client has received a relay."""
+    user.bob.say(room, text)
+    tui.wait_log(rf'RECV: <message [^>]*from="{re.escape(user.full_jid)}"')
 
 
 def receipt_sent(user) -> str:
@@ -596,17 +603,14 @@ def test_profanity_shows_relays_as_its_own_words_acknowledges_them_and_runs_comm
     server, make_user, profanity
 ):
     """profanity files a relay under the account's own bare JID and prints it as "me: …"
-    (the body is the whole of what it shows: no forwarded XML, no fallback marker; an
-    action reads "* bob …", not "bob: /me …"), answers
-    its XEP-0184 request, runs the ad-hoc commands (/cmd list, /cmd exec) and the chat
-    commands typed to the daemon's full JID."""
+    (the body is the whole of what it shows: no forwarded XML, no fallback marker; an action
+    reads "* bob …", not "bob: /me …"), answers its XEP-0184 request, runs the ad-hoc
+    commands (/cmd list, /cmd exec) and the chat commands typed to the daemon's full JID."""
     user = make_user(server)
-    room = joined_with_relays(user)
+    room, label = joined_with_relays(user)
     prof = profanity(server, user.account)
-    label = room.split("@", 1)[0]
 
-    user.bob.say(room, "the kettle is on")
-    prof.wait_log(rf'RECV: <message [^>]*from="{re.escape(user.full_jid)}"')
+    bob_says(user, prof, room, "the kettle is on")
     prof.command(f"/win {user.account.jid}")
     prof.wait_screen(rf"- me: \[{label}\] bob: the kettle is on\n")
     user.bob.say(room, "/me pours the tea")  # the room window shows "*bob pours the tea"
@@ -624,19 +628,17 @@ def test_profanity_shows_relays_as_its_own_words_acknowledges_them_and_runs_comm
     user.bob.wait_groupchat(room, "tea for everyone")
 
 
-def test_poezio_shows_relays_in_the_daemons_tab_acknowledges_them_and_lists_commands(
+def test_poezio_shows_relays_in_a_tab_of_its_own_account_acknowledges_them_and_lists_commands(
     server, make_user, poezio
 ):
-    """poezio opens a conversation tab for the daemon's full JID and prints a relay there as
-    an incoming message ("NICK> [room] bob: …", the tab marked private, which beeps by
+    """poezio opens a conversation tab with the account itself and prints a relay there as an
+    incoming message ("NICK> [room] bob: …", the tab marked private, which beeps by
     default), answers its XEP-0184 request and lists the ad-hoc commands (/ad-hoc JID)."""
     user = make_user(server)
-    room = joined_with_relays(user)
+    room, label = joined_with_relays(user)
     poe = poezio(server, user.account)
-    label = room.split("@", 1)[0]
 
-    user.bob.say(room, "the kettle is on")
-    poe.wait_log(rf'RECV: <message [^>]*from="{re.escape(user.full_jid)}"')
+    bob_says(user, poe, room, "the kettle is on")
     poe.wait_log(receipt_sent(user))
     poe.command(f"/win {user.account.localpart}")
     poe.wait_screen(rf"\S+> \[{label}\] bob: the kettle is on")
