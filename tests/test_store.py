@@ -139,7 +139,7 @@ sys.path.insert(0, {daemon!r})
 from minimix.store import Store, StoredMessage
 store = Store({path!r})
 with store.grouped(journaled=True):
-    store.store_message(StoredMessage(1, "r@muc", "s1", "bob", False, 1.0, "hi", None, "[r] bob: hi", "<message/>", "sid:s1"))
+    store.store_message(StoredMessage(1, "r@muc", "s1", "bob", False, 1.0, "hi", None, "[r] bob: hi", "<message/>", "sid:s1"), ("s1", 1.0))
     store.relays_sent([("mmx-1", "phone", "r@muc", 1, "sm", 5)], ("sm", 7))
     store.rewind_cursor("laptop", "r@muc", 0)
 # the relays would go out here; killed before the store commits the group to SQLite

@@ -528,10 +528,11 @@ class App:
                     session.relay(action)
                 case A.Relay():
                     session.relay(action)
-                case A.StoreMessage(seq, room, stanza_id, nick, private, stamp, body, subject, text, ref, key):
+                case A.StoreMessage(seq, room, stanza_id, nick, private, stamp, body, subject, text, ref, key, cursor):
                     assert self.store is not None
                     self.store.store_message(
-                        StoredMessage(seq, room, stanza_id, nick, private, stamp, body, subject, text, str(ref), key)
+                        StoredMessage(seq, room, stanza_id, nick, private, stamp, body, subject, text, str(ref), key),
+                        cursor,
                     )
                 case A.SaveRoom(room, cursor, mam):
                     assert self.store is not None

@@ -114,6 +114,15 @@ MIGRATIONS: list[str] = [
         seq INTEGER NOT NULL
     )
     """,
+    # 7: times in the future are now.  An older minimix took an occupant's own <delay/> for
+    # a message's time: a line dated 2999 was never pruned, and a room cursor in 2999
+    # caught up nothing.
+    """
+    UPDATE message SET stamp = CAST(strftime('%s', 'now') AS REAL)
+        WHERE stamp > CAST(strftime('%s', 'now') AS REAL);
+    UPDATE room_state SET last_stamp = CAST(strftime('%s', 'now') AS REAL)
+        WHERE last_stamp > CAST(strftime('%s', 'now') AS REAL)
+    """,
 ]
 
 
@@ -366,9 +375,12 @@ class Store:
     def max_seq(self) -> int:
         return self._read("SELECT coalesce(max(seq), 0) FROM message").fetchone()[0]
 
-    def store_message(self, m: StoredMessage) -> None:
-        """Append a room message (and move the room's archive cursor); one already in the
-        log (the same room and archive id) is left as it is."""
+    def store_message(self, m: StoredMessage, cursor: tuple[str | None, float] | None = None) -> None:
+        """Append a room message, and move the room's cursor to ``cursor`` with it (in one
+        write: never one without the other); one already in the log (the same room and
+        archive id) is left as it is.  The cursor is the core's decision, for memory and
+        disk at once, never read off the message (a private message's claimed id is not
+        the room's)."""
         with self._transaction(writes_only=True):
             self._exec(
                 "INSERT OR IGNORE INTO message (seq, room, stanza_id, nick, private, stamp, body, "
@@ -376,8 +388,8 @@ class Store:
                 (m.seq, m.room, m.stanza_id, m.nick, int(m.private), m.stamp, m.body, m.subject, m.text,
                  m.xml, m.key),
             )
-            if m.stanza_id:
-                self._set_room_cursor(m.room, m.stanza_id, m.stamp)
+            if cursor is not None:
+                self._set_room_cursor(m.room, *cursor)
 
     def messages_after(
         self, cursors: dict[str, int], default: int, limit: int, after: int = 0
@@ -428,11 +440,11 @@ class Store:
             )
         }
 
-    def set_room_cursor(self, room: str, stanza_id: str, stamp: float) -> None:
+    def set_room_cursor(self, room: str, stanza_id: str | None, stamp: float) -> None:
         with self._transaction(writes_only=True):
             self._set_room_cursor(room, stanza_id, stamp)
 
-    def _set_room_cursor(self, room: str, stanza_id: str, stamp: float) -> None:
+    def _set_room_cursor(self, room: str, stanza_id: str | None, stamp: float) -> None:
         self._exec(
             "INSERT INTO room_state (room, last_stanza_id, last_stamp) VALUES (?, ?, ?) "
             "ON CONFLICT (room) DO UPDATE SET last_stanza_id = excluded.last_stanza_id, "

@@ -186,7 +186,8 @@ class Delivery(RuleBasedStateMachine):
                     self.log[seq] = action
                     if sid is not None:
                         self.logged.add((room, sid))
-                        self.room_state.setdefault(room, [None, None])[0] = (sid, action.stamp)
+                if action.cursor is not None:  # in the same write
+                    self.room_state.setdefault(room, [None, None])[0] = action.cursor
             case A.SaveRoom(room, cursor, mam):
                 state = self.room_state.setdefault(room, [None, None])
                 if cursor is not None:

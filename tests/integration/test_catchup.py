@@ -26,7 +26,7 @@ import pytest
 
 from harness import NS, tostring, wait_until
 from harness.relays import answers_to, post, relays_to, tally, texts, wait_text
-from harness.store import in_flight, room_state, state_dir
+from harness.store import in_flight, query, room_state, state_dir
 
 NICK = "Ally"
 
@@ -207,9 +207,11 @@ def test_catchup_max_notice_counts_exactly_the_messages_not_shown(user):
 
 
 def room_without_archive(user, prefix: str = "nomam") -> str:
-    """A room whose owner turned archiving off (Prosody's mod_muc_mam room option)."""
+    """A room whose owner turned archiving off (Prosody's mod_muc_mam room option, or
+    ejabberd's "mam")."""
     room = user.room(prefix=prefix)
-    user.bob.configure_room(room, {"muc#roomconfig_enablearchiving": False})
+    field = "mam" if "mam" in user.bob.room_config(room) else "muc#roomconfig_enablearchiving"
+    user.bob.configure_room(room, {field: False})
     features = user.bob.disco_info(room).features
     assert NS["mam"] not in features, features
     return room
@@ -337,3 +339,78 @@ def test_a_cursor_expired_from_the_archive_is_caught_up_by_time(user):
     post(user, room, ["live again"])
     wait_text(user, laptop, "live again", since=mark)
     assert texts(user, laptop, mark) == [*said, "live again"]
+
+
+# -- (9) occupants cannot poison the catch-up ------------------------------------------------
+
+FAR_FUTURE = "<delay xmlns='urn:xmpp:delay' stamp='2999-01-01T00:00:00Z'/>"
+
+
+def poison(user, room: str, laptop) -> None:
+    """Bob says a line stamped 2999 (his own <delay/>, which the rooms pass on), and sends
+    the daemon's occupant a private message claiming a stanza-id of the room, stamped 2999
+    too; both reached the laptop."""
+    mark = len(laptop.messages)
+    user.bob.say(room, "a line from the future", extra_xml=FAR_FUTURE)
+    user.bob.send_message(
+        f"{room}/{NICK}", "a private word", "chat",
+        extra_xml=f"<x xmlns='{NS['muc_user']}'/><stanza-id xmlns='{NS['sid']}' by='{room}' id='forged'/>"
+                  f"<delay xmlns='{NS['delay']}' from='{room}' stamp='2999-01-01T00:00:00Z'/>",
+    )  # fmt: skip
+    wait_text(user, laptop, "a private word", since=mark)
+    wait_text(user, laptop, "a line from the future", since=mark)
+
+
+def assert_no_future(d) -> None:
+    """Nothing the daemon stored is dated after now: retention prunes it, and the room's
+    cursor is one the archive knows."""
+    now = time.time() + 1
+    assert query(d, "SELECT room, last_stanza_id, last_stamp FROM room_state WHERE last_stamp > ?", (now,)) == []
+    assert query(d, "SELECT seq, text, stamp FROM message WHERE stamp > ?", (now,)) == []
+    assert query(d, "SELECT last_stanza_id FROM room_state WHERE last_stanza_id = 'forged'") == []
+
+
+@pytest.mark.interop
+def test_a_stamp_from_the_future_and_a_forged_private_id_lose_nothing_said_while_stopped(user):
+    """An occupant's line stamped 2999 became the room's cursor time, and a private message
+    claiming a stanza-id of the room its id (on disk only): after a restart the catch-up
+    by id failed (item-not-found) and by time asked for what came after 2999 (on ejabberd,
+    without MAM #extended, by time at once): 0 of the 15 lines said meanwhile arrived."""
+    room = room_with_history(user, "kitchen")
+    laptop = user.other("laptop")
+    d = start_in_room(user, room, {"laptop": "all"})
+    wait_archive_seen(d, room)
+    poison(user, room, laptop)
+    wait_settled(d)
+    assert_no_future(d)
+
+    said = [f"while stopped {i:02d}" for i in range(1, 16)]
+    missed_then_live(user, d, room, laptop, said)
+    assert_no_future(d)
+
+
+@pytest.mark.interop
+def test_a_stamp_from_the_future_does_not_empty_the_history_of_a_room_without_archive(user):
+    """In a room without an archive, the cursor is a time: the next join asks the room for
+    its history since then.  An occupant's line stamped 2999 made it ask for what came
+    after 2999: nothing.  The history keeps the times the room gives it."""
+    room = room_without_archive(user)
+    laptop = user.other("laptop")
+    d = start_in_room(user, room, {"laptop": "all"})
+    wait_until(lambda: (room_state(d, room) or (None, None, None))[2] == 0)  # no archive, it knows
+    poison(user, room, laptop)
+    wait_settled(d)
+    assert_no_future(d)
+
+    said = [f"unarchived {i}" for i in range(1, 6)]
+    _, said_from, said_until = stop_and_post(user, d, room, said)
+    mark = len(laptop.messages)
+    d.start()
+    user.wait_joined(room, NICK)
+    post(user, room, ["live again"])
+    wait_text(user, laptop, "live again", since=mark)
+    got = relays_to(laptop, user.full_jid, mark)
+    assert [r.text for r in got] == [*said, "live again"]
+    for r in got[:-1]:  # the room's time for each (its history's <delay/>), not the relay's
+        assert said_from - 1 <= r.delay.timestamp() <= said_until + 1, (r.text, r.delay)
+    assert_no_future(d)

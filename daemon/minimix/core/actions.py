@@ -162,6 +162,7 @@ class StoreMessage(Action):
     text: str
     ref: object
     key: str | None = None  # what de-duplicates it (see Clients._take)
+    cursor: tuple[str | None, float] | None = None  # the room's cursor, moved with it (else kept)
 
 
 @dataclass(frozen=True, slots=True)

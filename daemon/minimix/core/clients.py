@@ -73,6 +73,19 @@ def private_key(msg: RoomMessage) -> str:
     return "pm:" + hashlib.blake2b(what.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
+def said_at(msg: RoomMessage, now: float) -> float:
+    """When a room message was said, on the room's word only, and never later than now.
+
+    The room's word is the time its archive gives a message, or the one it gives a message
+    of the history it replays at a join.  A live message, or a private one, was said when
+    it came: whatever <delay/> it carries is the sender's (an occupant can date his line
+    2999, and a room cursor in 2999 catches up nothing, a logged line in 2999 is never
+    pruned).  A room's clock ahead of ours is clamped too."""
+    if msg.stamp is None or msg.private or not (msg.archived or msg.history):
+        return now
+    return min(msg.stamp, now)
+
+
 def _bounded_put(d: OrderedDict, key: str, value: object) -> None:
     d[key] = value
     while len(d) > REMEMBERED:
@@ -200,21 +213,22 @@ class Clients:
         if not self.seen.add(msg.room, keys):
             return []  # a duplicate (a resent history, a resumed stream, archive and live)
         actions: list[A.Action] = []
-        stamp = msg.stamp if msg.stamp is not None else now
+        stamp = said_at(msg, now)
+        # A private message's ids are its sender's claims: not the room's, not logged as one.
+        stanza_id = None if msg.private else msg.stanza_id
+        # The room's cursor is decided here only, for memory and disk alike; on disk it
+        # moves with the message it is for, in one write.
+        cursor = self._cursor_after(msg, stanza_id, stamp)
+        if cursor is not None:
+            self.room_cursor[msg.room] = cursor
         seq = None
         if msg.body is not None or msg.subject is not None:
             seq = self.next_seq
             self.next_seq += 1
-            actions.append(A.StoreMessage(seq, msg.room, msg.stanza_id, msg.nick, msg.private, stamp,
-                                          msg.body, msg.subject, fallback_text(msg), msg.ref, keys[0]))
-        if msg.stanza_id and not msg.private:
-            self.room_cursor[msg.room] = (msg.stanza_id, stamp)
-            if seq is None:
-                actions.append(A.SaveRoom(msg.room, cursor=(msg.stanza_id, stamp)))
-        elif self.room_mam.get(msg.room) is False and not msg.private:
-            # No archive, no ids: the next join asks for the history since this message.
-            self.room_cursor[msg.room] = (None, stamp)
-            actions.append(A.SaveRoom(msg.room, cursor=(None, stamp)))
+            actions.append(A.StoreMessage(seq, msg.room, stanza_id, msg.nick, msg.private, stamp,
+                                          msg.body, msg.subject, fallback_text(msg), msg.ref, keys[0], cursor))
+        elif cursor is not None:
+            actions.append(A.SaveRoom(msg.room, cursor=cursor))
         # Our own echo: our origin-id, from our occupant (anyone can copy an origin-id).
         sender = self.posted.get(msg.origin_id) if msg.origin_id else None
         if sender is not None and (msg.private or msg.nick not in self._nicks(msg.room)):
@@ -227,10 +241,23 @@ class Clients:
         if deliveries:
             for resource, relay_id in deliveries:
                 _bounded_put(self.relayed, relay_id,
-                             Relayed(msg.room, msg.nick, msg.stanza_id, msg.private, resource, seq))
+                             Relayed(msg.room, msg.nick, stanza_id, msg.private, resource, seq))
             actions.append(A.Relay(msg.room, tuple(deliveries), fallback_text(msg), msg.ref, msg.private,
                                    seq=seq, stamp=stamp))
         return actions
+
+    def _cursor_after(self, msg: RoomMessage, stanza_id: str | None, stamp: float) -> tuple[str | None, float] | None:
+        """The room's cursor once it has this message, if it moves: to the room's id for it;
+        in a room without an archive (no ids), to its time (the next join asks for the
+        history since then).  A private message never moves it: what it claims is not the
+        room's word."""
+        if msg.private:
+            return None
+        if stanza_id:
+            return (stanza_id, stamp)
+        if self.room_mam.get(msg.room) is False:
+            return (None, stamp)
+        return None
 
     def _wanted(self, resource: str, room: str, body: str | None, subject: str | None, private: bool) -> bool:
         return wants(self.mode(resource, room), Incoming(room, body, subject, private), self._nicks(room),
@@ -318,8 +345,9 @@ class Clients:
         ):
             # A first join's look: start from the archive's newest message (an exact id);
             # an empty archive, or none, keeps the time cursor of the join.
-            self.room_cursor[ev.room] = ev.head
-            actions.append(A.SaveRoom(ev.room, cursor=ev.head))
+            head = (ev.head[0], min(ev.head[1], now))  # (a room's clock ahead of ours)
+            self.room_cursor[ev.room] = head
+            actions.append(A.SaveRoom(ev.room, cursor=head))
         for msg in ev.messages:
             actions += self._take(msg, now)
         if ev.more:

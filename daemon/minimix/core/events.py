@@ -217,8 +217,11 @@ class RoomMessage:
     origin_id: str | None = None
     message_id: str | None = None
     ref: object = None  # the stanza (serialised), opaque to the core: relays forward it whole
-    stamp: float | None = None  # when it was sent (delay stamp), else None: now
+    # When the room says it was sent (its own <delay/>), else None.  Taken only from the
+    # room's archive and from the history the room replays at a join; see Clients.said_at.
+    stamp: float | None = None
     archived: bool = False  # from the room's archive (catch-up), not live
+    history: bool = False  # replayed by the room at our join (a room without an archive)
 
 
 @dataclass(frozen=True, slots=True)

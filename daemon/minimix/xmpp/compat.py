@@ -599,7 +599,7 @@ class RoomStanza:
     has_subject: bool
     stanza_id: str | None  # the room's archive id (XEP-0359 by=room)
     origin_id: str | None
-    stamp: float | None  # its first XEP-0203 delay, else None
+    stamp: float | None  # the room's own XEP-0203 delay on it (from = the room), else None
     text: str | None  # the stanza as it arrived, declaring jabber:client; None if empty
 
 
@@ -759,7 +759,11 @@ def _room_stanza(root: Any, jid: str, nick: str | None, text: str) -> RoomStanza
                 stanza_id = child.get("id")
         elif tag == _ORIGIN_ID:
             origin_id = origin_id or child.get("id")
-        elif tag == _DELAY and stamp is None:
+        elif tag == _DELAY and child.get("from") == jid:
+            # Only the room's: the time it gives a message of the history it replays.  An
+            # occupant's own <delay/> says what he likes; Prosody strips those claiming to
+            # be from the room, ejabberd keeps them, and then adds none of its own.  The
+            # room adds its own last.
             stamp = delay_stamp(child.get("stamp"))
     return RoomStanza(jid, nick, root.get("id"), body, subject, has_subject, stanza_id, origin_id, stamp, text)
 

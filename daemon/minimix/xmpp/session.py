@@ -182,6 +182,7 @@ def room_message(
     private: bool = False,
     stamp: float | None = None,
     archive_id: str | None = None,
+    history: bool = False,
 ) -> RoomMessage:
     """The event for a room's message; ``ref`` is the stanza as text, as it is logged and
     forwarded (only for messages with something to relay): the text it arrived as where
@@ -215,6 +216,7 @@ def room_message(
         ref=ref,
         stamp=stamp,
         archived=archive_id is not None,
+        history=history,
     )
 
 
@@ -225,13 +227,15 @@ def subject_of(has_subject: bool, subject: str | None, body: str | None) -> str 
 
 
 def stanza_message(
-    room: str, rs: compat.RoomStanza, *, stanza_id: str | None, stamp: float | None, archived: bool = False
+    room: str, rs: compat.RoomStanza, *, stanza_id: str | None, stamp: float | None, archived: bool = False,
+    history: bool = False,
 ) -> RoomMessage:
     """The event for a room message compat 15 read without XSOs, live or from the archive."""
     subject = subject_of(rs.has_subject, rs.subject, rs.body)
     return RoomMessage(
         room, rs.nick, rs.body, subject, stanza_id=stanza_id, origin_id=rs.origin_id, message_id=rs.id_,
         ref=rs.text if rs.body is not None or subject is not None else None, stamp=stamp, archived=archived,
+        history=history,
     )  # fmt: skip
 
 
@@ -682,9 +686,13 @@ class Session:
         if self._joined_by_subject(room, bool(message.subject), body):
             return
         subject = subject_of(bool(message.subject), subject, body)
-        delays = message.xep0203_delay
-        stamp = delays[0].stamp.timestamp() if delays and delays[0].stamp is not None else None
-        self._post(room_message(room, message, body, subject, private=private, stamp=stamp))
+        history = not private and room in self._awaiting_subject
+        stamp = None
+        if history:  # the room's own <delay/> (see compat._room_stanza), the last one
+            for delay in message.xep0203_delay:
+                if delay.from_ is not None and str(delay.from_) == room and delay.stamp is not None:
+                    stamp = delay.stamp.timestamp()
+        self._post(room_message(room, message, body, subject, private=private, stamp=stamp, history=history))
 
     def _room_stanza(self, rs: compat.RoomStanza) -> None:
         """A room's groupchat message as compat 15 read it (no XSO): as :meth:`_room_message`."""
@@ -693,7 +701,11 @@ class Session:
             return
         if self._joined_by_subject(room, rs.has_subject, rs.body):
             return
-        self._post(stanza_message(room, rs, stanza_id=rs.stanza_id, stamp=rs.stamp))
+        # Before the subject that ends our join: the history the room replays, dated by the
+        # room; after it, live: said when it came, whatever <delay/> it carries.
+        history = room in self._awaiting_subject
+        self._post(stanza_message(room, rs, stanza_id=rs.stanza_id, stamp=rs.stamp if history else None,
+                                  history=history))
 
     def _joined_by_subject(self, room: str, has_subject: bool, body: str | None) -> bool:
         """The subject that ends our join: not news (True: taken)."""
