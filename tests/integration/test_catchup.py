@@ -27,6 +27,7 @@ import pytest
 from harness import NS, tostring, wait_until
 from harness.relays import answers_to, post, relays_to, tally, texts, wait_text
 from harness.store import in_flight, query, room_state, state_dir
+from servers.prosody import lua_str
 
 NICK = "Ally"
 
@@ -414,3 +415,45 @@ def test_a_stamp_from_the_future_does_not_empty_the_history_of_a_room_without_ar
     for r in got[:-1]:  # the room's time for each (its history's <delay/>), not the relay's
         assert said_from - 1 <= r.delay.timestamp() <= said_until + 1, (r.text, r.delay)
     assert_no_future(d)
+
+
+# -- (10) nothing waits for ever --------------------------------------------------------------
+
+ROOM_QUERY_TIMEOUT_S = 30.0  # minimix.xmpp.session's
+
+
+def silence_disco_info(server, room: str) -> None:
+    """Prosody's MUC service takes the room's disco#info queries from now on and never
+    answers them (a handler ahead of the room's that swallows them)."""
+    server.shell(
+        ">if not minimix_silent then minimix_silent = {}; "
+        f"prosody.hosts[{lua_str(server.muc_domain)}].events.add_handler("
+        "'iq-get/bare/http://jabber.org/protocol/disco#info:query', "
+        "function(e) if minimix_silent[e.stanza.attr.to] then return true end end, 1000) end; "
+        f"minimix_silent[{lua_str(room)}] = true; return 'silent'"
+    )
+
+
+def test_a_room_that_never_answers_its_disco_info_does_not_hold_its_live_traffic_for_ever(user):
+    """The catch-up after a join asks the room's disco#info whether it keeps an archive,
+    and waited for the answer without a timeout: a room service that never answered held
+    the room's live traffic back for ever, unrelayed (and one of the catch-up slots)."""
+    room = room_with_history(user, "mute")
+    laptop = user.other("laptop")
+    d = start_in_room(user, room, {"laptop": "all"})
+    wait_archive_seen(d, room)
+    assert d.stop() == 0
+    user.wait_left(room)
+    silence_disco_info(user.server, room)
+    with pytest.raises(TimeoutError):  # really silent
+        user.bob.iq(f"<query xmlns='{NS['disco_info']}'/>", room, timeout=2)
+
+    mark, since = len(laptop.messages), len(d.lines)
+    d.start()
+    user.wait_joined(room, NICK)
+    post(user, room, ["said while the room is silent"])
+    wait_text(user, laptop, "said while the room is silent", since=mark, timeout=ROOM_QUERY_TIMEOUT_S + 30)
+    d.wait_log(r"caught up .*error=.*no answer in 30 s", since=since)
+    post(user, room, ["and after"])
+    wait_text(user, laptop, "and after", since=mark)
+    assert texts(user, laptop, mark) == ["said while the room is silent", "and after"]

@@ -40,6 +40,9 @@ PRESENCE_DEBOUNCE_S = 2.0
 AVAILABILITY = {"chat": 5, "available": 4, "away": 3, "dnd": 2, "xa": 1}
 REMEMBERED = 10_000  # relays (for replies) and own posts (for echoes) kept in memory
 AWAITING_MAX = 2_000  # relays waiting for a receipt, at most (beyond: the server's ack)
+# Live messages held back in a room while its archive is read, at most: beyond, the
+# catch-up is given up (an archive that slow, a room that busy) and they go out at once.
+HELD_MAX = 1_000
 
 
 @dataclass(slots=True)
@@ -182,9 +185,22 @@ class Clients:
             return []
         room.touch(now)
         if not msg.archived and msg.room in self.catching_up:
-            self.catching_up[msg.room].append(msg)  # after the archive's, to keep the order
-            return []
+            held = self.catching_up[msg.room]
+            held.append(msg)  # after the archive's, to keep the order
+            return self._give_up_catch_up(msg.room, now) if len(held) >= HELD_MAX else []
         return self._take(msg, now)
+
+    def _give_up_catch_up(self, room: str, now: float) -> list[A.Action]:
+        """Too much live traffic held back while the room's archive is read: what the
+        archive still has to give is given up (its answer, late, is stale now), and the
+        live messages go out, in order."""
+        self.catch_up_tokens.pop(room, None)
+        held = self.catching_up.pop(room)
+        actions: list[A.Action] = [A.Note("warning", "catch-up given up: too many live messages held back meanwhile",
+                                          {"room": room, "held": len(held)})]
+        for msg in held:
+            actions += self._take(msg, now)
+        return actions
 
     def _take(self, msg: RoomMessage, now: float) -> list[A.Action]:
         """Log a room message once, and relay it to the online clients that want it.

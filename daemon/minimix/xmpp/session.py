@@ -17,7 +17,7 @@ import time
 import xml.sax.saxutils
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from xml.sax.saxutils import quoteattr
 
 import aioxmpp
@@ -166,6 +166,22 @@ class Account:
 
 CATCH_UP_CONCURRENCY = 200  # room archive queries in flight at once
 FETCH_AGAIN_MAX = 5  # bookmark list fetched again when changes were pushed meanwhile
+# How long the answer to a query may take before it counts as none.  aioxmpp waits for an
+# IQ's answer for ever: a room that never answers its disco#info held that room's live
+# traffic back for ever (and a catch-up slot).  Archive queries: mam.QUERY_TIMEOUT_S.
+ROOM_QUERY_TIMEOUT_S = 30.0  # a room (disco#info, reserved nick, destroy); maybe remote, over s2s
+ACCOUNT_QUERY_TIMEOUT_S = 30.0  # our own server, about our account (bookmarks, its features)
+
+T = TypeVar("T")
+
+
+async def asked(query: Awaitable[T], timeout: float) -> T:
+    """The answer to ``query``, or TimeoutError after ``timeout`` seconds: every query the
+    daemon waits on goes through here, and each caller says what no answer means."""
+    try:
+        return await asyncio.wait_for(query, timeout)
+    except TimeoutError:
+        raise TimeoutError(f"no answer in {timeout:g} s") from None
 
 
 # XEP-0410 §4: how to read the answer to a self-ping.
@@ -586,6 +602,7 @@ class Session:
         assert self.client is not None
         compat.set_nodelay(self.client)
         log.info("session established", jid=str(self.client.local_jid))
+        self._room_features.clear()  # this session's (a room may have turned its archive on)
         self._post(SessionEstablished())
         self.fetch_bookmarks()
 
@@ -763,7 +780,10 @@ class Session:
         client = self.client
         assert client is not None
         # Both at once: the account's features (is there #compat?) and the XEP-0402 items.
-        info_task = asyncio.ensure_future(self._disco_client.query_info(self.own, require_fresh=True))
+        # No answer in time: the fetch fails (logged); the next resync or poll fetches again.
+        info_task = asyncio.ensure_future(
+            asked(self._disco_client.query_info(self.own, require_fresh=True), ACCOUNT_QUERY_TIMEOUT_S)
+        )
         try:
             response = await self._fresh_pep_items()
         except BaseException:
@@ -799,7 +819,7 @@ class Session:
         for _ in range(FETCH_AGAIN_MAX + 1):
             pushed = self._pep_pushes
             try:
-                response = await self._pubsub.get_items(self.own, NS_BOOKMARKS)
+                response = await asked(self._pubsub.get_items(self.own, NS_BOOKMARKS), ACCOUNT_QUERY_TIMEOUT_S)
             except aioxmpp.errors.XMPPCancelError as exc:
                 if exc.condition != aioxmpp.ErrorCondition.ITEM_NOT_FOUND:
                     raise
@@ -811,7 +831,7 @@ class Session:
 
     async def _fetch_legacy(self) -> tuple[RawItem, ...]:
         try:
-            result = await self._private.get_private_xml(legacy_xso.Storage())
+            result = await asked(self._private.get_private_xml(legacy_xso.Storage()), ACCOUNT_QUERY_TIMEOUT_S)
         except aioxmpp.errors.XMPPError as exc:
             if exc.condition in (aioxmpp.ErrorCondition.ITEM_NOT_FOUND, aioxmpp.ErrorCondition.SERVICE_UNAVAILABLE):
                 return ()
@@ -881,7 +901,7 @@ class Session:
             return
         payload.password = None  # the password of the old room is not the new one's
         await self.publish_bookmark(change.venue, payload)
-        await self._pubsub.retract(None, NS_BOOKMARKS, item_id, notify=True)
+        await asked(self._pubsub.retract(None, NS_BOOKMARKS, item_id, notify=True), ACCOUNT_QUERY_TIMEOUT_S)
 
     async def publish_bookmark(self, item_id: str, payload: Conference) -> None:
         """Publish one XEP-0402 item without ever losing the others.
@@ -893,8 +913,9 @@ class Session:
         it accepts, and check.
         """
         pubsub = self._pubsub
+        wait = ACCOUNT_QUERY_TIMEOUT_S  # no answer in time: the change fails (logged)
         try:
-            await pubsub.publish(None, NS_BOOKMARKS, payload, id_=item_id, publish_options=publish_options())
+            await asked(pubsub.publish(None, NS_BOOKMARKS, payload, id_=item_id, publish_options=publish_options()), wait)
             return
         except (aioxmpp.errors.XMPPError, RuntimeError) as exc:
             # conflict (precondition-not-met): the node exists with another configuration,
@@ -904,24 +925,25 @@ class Session:
             # RuntimeError: no publish-options at all.
             log.info("bookmark publish-options refused: configuring the node", error=str(exc))
         with contextlib.suppress(aioxmpp.errors.XMPPError):
-            await pubsub.set_node_config(None, node_config(), NS_BOOKMARKS)  # an existing node
+            await asked(pubsub.set_node_config(None, node_config(), NS_BOOKMARKS), wait)  # an existing node
         for options in (publish_options(), publish_options(full=False), None):
             try:
-                await pubsub.publish(None, NS_BOOKMARKS, payload, id_=item_id, publish_options=options)
+                await asked(pubsub.publish(None, NS_BOOKMARKS, payload, id_=item_id, publish_options=options), wait)
                 break
             except (aioxmpp.errors.XMPPError, RuntimeError):
                 if options is None:
                     raise
         with contextlib.suppress(aioxmpp.errors.XMPPError):
-            await pubsub.set_node_config(None, node_config(), NS_BOOKMARKS)  # a node just created
-        config = await pubsub.get_node_config(None, NS_BOOKMARKS)
+            await asked(pubsub.set_node_config(None, node_config(), NS_BOOKMARKS), wait)  # a node just created
+        config = await asked(pubsub.get_node_config(None, NS_BOOKMARKS), wait)
         value = next((v for f in config.fields if f.var == "pubsub#max_items" for v in f.values), None)
         if value is not None and value.isdigit() and int(value) < 2:
             log.error("the bookmark node keeps only one item: other bookmarks may be lost", max_items=value)
 
     async def _change_legacy(self, room: str, change: Change) -> None:
         """Read-modify-write the whole XEP-0048 list (that is how it works; keep it short)."""
-        result = await self._private.get_private_xml(legacy_xso.Storage())
+        # No answer in time to either: the change fails (logged), the list is as it was.
+        result = await asked(self._private.get_private_xml(legacy_xso.Storage()), ACCOUNT_QUERY_TIMEOUT_S)
         storage = result.registered_payload
         if not isinstance(storage, legacy_xso.Storage):
             storage = legacy_xso.Storage()
@@ -940,7 +962,7 @@ class Session:
                 entry.nick = change.nick
             if change.venue is not None:
                 entry.jid, entry.password = change.venue, None
-        await self._private.set_private_xml(storage)
+        await asked(self._private.set_private_xml(storage), ACCOUNT_QUERY_TIMEOUT_S)
 
     # -- rooms -----------------------------------------------------------------------------
 
@@ -1133,7 +1155,7 @@ class Session:
             # session, a lot of memory with many rooms; we keep the features only.
             assert self.client is not None
             iq = aioxmpp.IQ(type_=aioxmpp.IQType.GET, to=jid, payload=disco_xso.InfoQuery())
-            info = await self.client.send(iq)
+            info = await asked(self.client.send(iq), ROOM_QUERY_TIMEOUT_S)  # none: the catch-up fails
             self._room_features[key] = frozenset(info.features)
         return self._room_features[key]
 
@@ -1141,15 +1163,17 @@ class Session:
         async def query() -> None:
             nick = None
             try:
-                info = await self._disco_client.query_info(
-                    aioxmpp.JID.fromstr(room), node="x-roomuser-item", require_fresh=True
+                info = await asked(
+                    self._disco_client.query_info(aioxmpp.JID.fromstr(room), node="x-roomuser-item",
+                                                  require_fresh=True),
+                    ROOM_QUERY_TIMEOUT_S,
                 )
                 for identity in info.identities:
                     if identity.category == "conference" and identity.name:
                         nick = identity.name
                         break
-            except aioxmpp.errors.XMPPError:
-                pass
+            except (aioxmpp.errors.XMPPError, TimeoutError):
+                pass  # the room names none: the join backs off
             self._post(ReservedNickFound(room, nick))
 
         self._spawn(query(), f"reserved nick {room}")
@@ -1160,7 +1184,7 @@ class Session:
             query = muc_xso.OwnerQuery(destroy=muc_xso.DestroyRequest())
             query.destroy.reason = reason
             iq = aioxmpp.IQ(type_=aioxmpp.IQType.SET, to=aioxmpp.JID.fromstr(room), payload=query)
-            await self.client.send(iq)
+            await asked(self.client.send(iq), ROOM_QUERY_TIMEOUT_S)  # none: logged (task failed)
 
         self._spawn(destroy(), f"destroy {room}")
 
