@@ -5,8 +5,18 @@ from __future__ import annotations
 
 import sqlite3
 import time
+import xml.etree.ElementTree as ET
+from xml.sax.saxutils import escape
 
-from minimix.store import FILENAME, MIGRATIONS, Store, StoredMessage
+from minimix.store import (
+    FILENAME,
+    KEPT_TEXT_MAX,
+    KEPT_XML_MAX,
+    MIGRATIONS,
+    Store,
+    StoredMessage,
+    kept,
+)
 
 ROOM = "r@muc.example"
 YEAR_2999 = 32472144000.0
@@ -50,3 +60,36 @@ def test_storing_a_message_moves_the_room_cursor_only_as_told(tmp_path):
     store.store_message(message(1, 1000.0), ("s1", 1000.0))
     store.store_message(message(2, 1001.0, stanza_id="forged", private=True))  # the core says: no
     assert store.room_states() == {ROOM: ("s1", 1000.0, None)}
+
+
+def test_a_message_within_the_bounds_is_kept_as_it_came():
+    m = message(1, 1000.0)
+    assert kept(m) is m
+
+
+def test_a_huge_message_is_kept_cut_with_a_reduced_well_formed_original():
+    body = "<&>\"' " + "x" * 300_000
+    original = (f"<message xmlns='jabber:client' from='{ROOM}/bob' id='m-1' type='groupchat' xml:lang='en'>"
+                f"<body>{escape(body)}</body><stanza-id xmlns='urn:xmpp:sid:0' by='{ROOM}' id='s1'/>"
+                f"<junk xmlns='urn:example'>{'y' * 100_000}</junk></message>")
+    m = kept(message(1, 1000.0, body=body, text=f"[r] bob: {body}", xml=original))
+    assert len(m.xml.encode()) <= KEPT_XML_MAX
+    assert len(m.body) < KEPT_TEXT_MAX + 100 and len(m.text) < KEPT_TEXT_MAX + 100
+    assert m.body.startswith("<&>\"' xxx") and m.body.endswith("more characters not kept]")
+    root = ET.fromstring(m.xml)
+    assert root.tag == "{jabber:client}message"
+    assert (root.get("from"), root.get("id"), root.get("type")) == (f"{ROOM}/bob", "m-1", "groupchat")
+    assert root.findtext("{jabber:client}body").startswith("<&>\"' xxx")
+    (sid,) = root.findall("{urn:xmpp:sid:0}stanza-id")
+    assert (sid.get("by"), sid.get("id")) == (ROOM, "s1")
+    assert root.find("{urn:example}junk") is None
+
+
+def test_a_huge_private_message_keeps_no_id_of_the_room_and_no_huge_id_of_its_sender():
+    long_id = "i" * 5000
+    original = (f"<message xmlns='jabber:client' from='{ROOM}/bob' id='{long_id}' type='chat'>"
+                f"<body>{'z' * 70_000}</body></message>")
+    m = kept(message(2, 1000.0, private=True, stanza_id=None, body="z" * 70_000, xml=original))
+    root = ET.fromstring(m.xml)
+    assert (root.get("type"), root.get("id")) == ("chat", None)
+    assert root.find("{urn:xmpp:sid:0}stanza-id") is None

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from minimix.core import actions as A
 from minimix.core.clients import HELD_MAX
-from minimix.core.events import CatchUpDone, CatchUpPage, RoomMessage
+from minimix.core.events import CatchUpDone, CatchUpPage, KnownMessages, RoomMessage
 
-from .test_bounce import NOW, ROOM, of
+from .test_bounce import NOW, ROOM, joined_engine, of
 from .test_catch_up_pages import archived, rejoined, relayed_texts
 
 
@@ -26,3 +26,30 @@ def test_live_traffic_held_back_during_a_catch_up_is_bounded_and_then_goes_out_i
     assert engine.handle(CatchUpPage(ROOM, (archived(1),), catch_up.token), NOW + 6) == []
     assert engine.handle(CatchUpDone(ROOM, (archived(2),), mam=True, token=catch_up.token), NOW + 7) == []
     assert relayed_texts(engine.handle(live(HELD_MAX), NOW + 8)) == [f"[r1] bob: live {HELD_MAX}"]
+
+
+def test_a_message_without_ids_is_known_by_a_fixed_size_key_not_by_its_text():
+    engine = joined_engine()
+    engine.clients.room_mam[ROOM] = False
+    body = "x" * 200_000
+    (store,) = of(engine.handle(RoomMessage(ROOM, "bob", body, message_id="m1", ref="<m/>"), NOW + 1), A.StoreMessage)
+    assert store.key.startswith("msg#") and len(store.key) == 36
+    again = RoomMessage(ROOM, "bob", body, message_id="m1", ref="<m/>", history=True, stamp=NOW)
+    assert engine.handle(again, NOW + 2) == []  # the same message, in the history of a later join
+
+
+def test_keys_an_older_minimix_logged_still_match_after_an_upgrade():
+    """Its keys were the message's ids and text themselves: read back before a room's
+    history is asked again, they must still keep what was relayed from being relayed twice."""
+    engine = joined_engine()
+    engine.clients.room_mam[ROOM] = False
+    engine.handle(KnownMessages(ROOM, ("msg:bob:m1:hello:None", "oid:o2", "sid:s3")), NOW)
+    history = [
+        RoomMessage(ROOM, "bob", "hello", message_id="m1", ref="<1/>", history=True, stamp=NOW - 3),
+        RoomMessage(ROOM, "bob", "two", origin_id="o2", message_id="x", ref="<2/>", history=True, stamp=NOW - 2),
+        RoomMessage(ROOM, "bob", "three", stanza_id="s3", ref="<3/>", history=True, stamp=NOW - 1),
+    ]
+    for msg in history:
+        assert engine.handle(msg, NOW + 1) == [], msg.body
+    new = RoomMessage(ROOM, "bob", "new", message_id="m4", ref="<4/>", history=True, stamp=NOW)
+    assert relayed_texts(engine.handle(new, NOW + 1)) == ["[r1] bob: new"]

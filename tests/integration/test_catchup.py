@@ -457,3 +457,41 @@ def test_a_room_that_never_answers_its_disco_info_does_not_hold_its_live_traffic
     post(user, room, ["and after"])
     wait_text(user, laptop, "and after", since=mark)
     assert texts(user, laptop, mark) == ["said while the room is silent", "and after"]
+
+
+# -- (11) what the daemon keeps is bounded ----------------------------------------------------
+
+KEY = re.compile(r"^(sid|oid|msg)#[0-9a-f]{32}$|^pm:[0-9a-f]{32}$")
+
+
+def test_an_occupant_s_huge_message_is_kept_bounded_and_played_back_well_formed(user):
+    """The log kept an occupant's message whole, several times over: its original, its
+    body, its fallback text, and (in a room without ids) its de-duplication key, which
+    was its text too.  Now the key is a hash, and the rest is cut to a bound; a client
+    that comes back gets a well-formed reduced original, the live one got it whole."""
+    room = room_without_archive(user)
+    laptop = user.other("laptop")  # online: the message live, whole
+    tablet = user.other("tablet")  # away: its playback
+    d = start_in_room(user, room, {"laptop": "all", "tablet": "all"})
+    wait_until(lambda: (room_state(d, room) or (None, None, None))[2] == 0)  # no archive, it knows
+    tablet.disconnect()
+    assert laptop.ping(user.full_jid) == "result"  # the daemon knows the tablet is gone
+    huge = "<&> " + "x" * 100_000  # (a relay of it, twice over, stays under the server's limit)
+    post(user, room, [huge])
+    assert wait_text(user, laptop, huge).inner_body == huge
+
+    mark = len(tablet.messages)
+    tablet.connect()
+    assert tablet.ping(user.full_jid) == "result"
+    post(user, room, ["after"])
+    wait_text(user, tablet, "after", since=mark)
+    played, after = relays_to(tablet, user.full_jid, mark)
+    assert played.inner is not None, tostring(played.stanza)
+    assert (played.inner.get("from"), played.inner.get("type")) == (f"{room}/bob", "groupchat")
+    assert played.inner.get("id") is not None
+    assert played.inner_body.startswith("<&> xxx") and played.inner_body.endswith("more characters not kept]")
+    assert played.text.startswith("<&> xxx") and played.text.endswith("more characters not kept]")
+    assert len(tostring(played.stanza)) < 100_000
+    rows = query(d, "SELECT length(CAST(xml AS BLOB)), length(text), length(body), key FROM message")
+    assert rows and all(xml <= 64 * 1024 and text <= 17_000 and body <= 17_000 for xml, text, body, _ in rows), rows
+    assert all(KEY.match(key) for *_, key in rows), [key[:80] for *_, key in rows]

@@ -70,10 +70,31 @@ class Relayed:
     seq: int | None = None
 
 
+def _digest(what: str) -> str:
+    return hashlib.blake2b(what.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
 def private_key(msg: RoomMessage) -> str:
     """The de-duplication key of a private message: who, the stanza's id, and its text."""
-    what = "\0".join(x or "" for x in (msg.nick, msg.message_id, msg.stanza_id, msg.origin_id, msg.body))
-    return "pm:" + hashlib.blake2b(what.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+    return "pm:" + _digest("\0".join(x or "" for x in (msg.nick, msg.message_id, msg.stanza_id, msg.origin_id,
+                                                         msg.body)))
+
+
+def message_key(kind: str, what: str) -> str:
+    """The de-duplication key of a room message: its kind ("sid", "oid", "msg") and a hash of
+    what identifies it.  A hash, fixed-size: the keys are kept per room in memory and with
+    each message in the log, and what identifies a message without ids is its text
+    (whatever its sender put there).  An older minimix kept ``kind:what`` itself: see
+    :func:`current_key`."""
+    return f"{kind}#{_digest(what)}"
+
+
+def current_key(key: str) -> str:
+    """A key read back from the log, as this minimix makes it: a room's history asked again
+    after an upgrade matches what an older minimix logged (``sid:ID``, ``oid:ID``,
+    ``msg:NICK:ID:BODY:SUBJECT``); ``pm:`` keys were hashes already."""
+    kind, colon, what = key.partition(":")
+    return message_key(kind, what) if colon and kind in ("sid", "oid", "msg") else key
 
 
 def said_at(msg: RoomMessage, now: float) -> float:
@@ -221,11 +242,11 @@ class Clients:
         if msg.private:
             keys = [private_key(msg)]
         elif msg.stanza_id:
-            keys = [f"sid:{msg.stanza_id}"]
+            keys = [message_key("sid", msg.stanza_id)]
         elif msg.origin_id:
-            keys = [f"oid:{msg.origin_id}"]
+            keys = [message_key("oid", msg.origin_id)]
         else:
-            keys = [f"msg:{msg.nick}:{msg.message_id}:{msg.body}:{msg.subject}"]
+            keys = [message_key("msg", f"{msg.nick}:{msg.message_id}:{msg.body}:{msg.subject}")]
         if not self.seen.add(msg.room, keys):
             return []  # a duplicate (a resent history, a resumed stream, archive and live)
         actions: list[A.Action] = []
@@ -326,7 +347,7 @@ class Clients:
 
     def known(self, room: str, keys: tuple[str, ...]) -> list[A.Action]:
         for key in keys:
-            self.seen.add(room, [key])
+            self.seen.add(room, [current_key(key)])
         return []
 
     def history_since(self, room: str) -> float | None:
