@@ -32,6 +32,8 @@ def message(seq: int, stamp: float, **kw) -> StoredMessage:
 def downgraded(path, version: int) -> None:
     """The store as an older minimix left it: schema ``version`` (newer migrations to run)."""
     db = sqlite3.connect(path)
+    if version < 8:
+        db.execute("ALTER TABLE client_seen DROP COLUMN away_since")
     db.execute(f"PRAGMA user_version = {version}")
     db.commit()
     db.close()
@@ -93,3 +95,37 @@ def test_a_huge_private_message_keeps_no_id_of_the_room_and_no_huge_id_of_its_se
     root = ET.fromstring(m.xml)
     assert (root.get("type"), root.get("id")) == ("chat", None)
     assert root.find("{urn:xmpp:sid:0}stanza-id") is None
+
+
+def test_clients_away_are_recorded_with_their_time_and_forgotten_as_told(tmp_path):
+    store = Store(tmp_path / FILENAME)
+    before = time.time()
+    for client in ("r-1", "r-2", "back"):
+        store.relays_sent([(f"{client}-relay", client, ROOM, 3, None, None)], None)
+        store.relays_delivered([f"{client}-relay"])
+        store.relays_sent([(f"{client}-lost", client, ROOM, 4, None, None)], None)
+        store.set_answers_receipts(client, True)
+        store.set_offline_since(client, 4)
+    store.set_offline_since("back", None)
+    away = store.away_since()
+    assert set(away) == {"r-1", "r-2"} and all(before <= t <= time.time() for t in away.values())
+    store.forget_cursors(["r-1"])
+    store.forget_clients(["r-2"])
+    assert set(store.cursors()) == {("back", ROOM)}
+    assert {row[1] for row in store.inflight()} == {"back"}
+    assert store.offline_since() == {"r-1": 4}
+    assert store.receipt_clients() == {"r-1", "back"}
+    store.relays_sent([("r-1-again", "r-1", ROOM, 9, None, None)], None)  # back, a relay: a new cursor
+    assert store.cursors()[("r-1", ROOM)] == 8
+
+
+def test_an_upgrade_counts_the_clients_away_before_it_as_away_from_then(tmp_path):
+    path = tmp_path / FILENAME
+    store = Store(path)
+    store.set_offline_since("old", 7)
+    store.set_offline_since("here", None)
+    store.close()
+    downgraded(path, 7)
+    before = time.time()
+    away = Store(path).away_since()
+    assert list(away) == ["old"] and before - 1 <= away["old"] <= time.time() + 1

@@ -34,6 +34,7 @@ from minimix.core.engine import Engine
 from minimix.core.events import (
     CatchUpDone,
     CatchUpPage,
+    ClientsAway,
     KnownMessages,
     PlaybackLoaded,
     RelayBounced,
@@ -243,7 +244,9 @@ class App:
             ack_mark=self.ack_mark.write if self.ack_mark is not None else None,
             on_received=self.handle_now,
         )
-        self.scheduler.add_job(self._post_async, "interval", seconds=PRUNE_INTERVAL_S, args=[PruneDue()], id="prune")
+        # At start too: a daemon restarted within the hour would never prune.
+        self.scheduler.add_job(self._post_async, "interval", seconds=PRUNE_INTERVAL_S, args=[PruneDue()], id="prune",
+                               next_run_time=dt.datetime.now(dt.UTC))
         log.info("starting", jid=str(self.jid), server=self._server_label())
         await self._settle_previous_run()
         self.session.start()
@@ -441,8 +444,10 @@ class App:
             case PruneDue():
                 assert self.store is not None
                 days = self.config.storage.retention_days
-                if pruned := self.store.prune(time.time() - days * 86400):
+                if pruned := self.store.prune(now - days * 86400):
                     log.info("pruned old messages", messages=pruned, older_than_days=days)
+                away = ClientsAway(tuple(self.store.away_since().items()), days * 86400)
+                self._execute(self.engine.handle(away, now))
             case SnapshotDue():
                 self._snapshot_pending = False
                 self._write_snapshot()
@@ -580,6 +585,12 @@ class App:
                     assert self.store is not None
                     self.store.save_client(resource, settings)  # type: ignore[arg-type]
                     log.info("client settings saved", client=resource)
+                case A.ForgetCursors(clients):
+                    assert self.store is not None
+                    self.store.forget_cursors(list(clients))
+                case A.ForgetClients(clients):
+                    assert self.store is not None
+                    self.store.forget_clients(list(clients))
                 case A.MirrorPresence(show, status):
                     joined = [(r.jid, r.nick) for r in self.engine.rooms if r.state is RoomState.JOINED and r.nick]
                     session.mirror_presence(show, status, joined)

@@ -125,6 +125,12 @@ MIGRATIONS: list[str] = [
     UPDATE room_state SET last_stamp = CAST(strftime('%s', 'now') AS REAL)
         WHERE last_stamp > CAST(strftime('%s', 'now') AS REAL)
     """,
+    # 8: since when each client is away (see Clients.expire); those away before this
+    # version count from now
+    """
+    ALTER TABLE client_seen ADD COLUMN away_since REAL;
+    UPDATE client_seen SET away_since = CAST(strftime('%s', 'now') AS REAL) WHERE offline_since IS NOT NULL
+    """,
 ]
 
 
@@ -475,20 +481,45 @@ class Store:
         return {c for (c,) in self._read("SELECT client FROM client_seen WHERE receipts")}
 
     def set_answers_receipts(self, client: str, answers: bool) -> None:
-        self._set_client_seen(client, "receipts", int(answers))
+        self._set_client_seen(client, receipts=int(answers))
 
     def set_offline_since(self, client: str, seq: int | None) -> None:
-        self._set_client_seen(client, "offline_since", seq)
+        """A client went away after message ``seq``, now (None: it is back)."""
+        self._set_client_seen(client, offline_since=seq, away_since=None if seq is None else time.time())
 
-    def _set_client_seen(self, client: str, column: str, value: int | None) -> None:
-        """One column of a client's client_seen row (the others kept)."""
-        assert column in ("receipts", "offline_since")
+    def _set_client_seen(self, client: str, **values: float | None) -> None:
+        """Columns of a client's client_seen row (the others kept)."""
+        columns = list(values)
+        assert set(columns) <= {"receipts", "offline_since", "away_since"}
         with self._transaction(writes_only=True):
             self._exec(
-                f"INSERT INTO client_seen (client, {column}) VALUES (?, ?) "
-                f"ON CONFLICT (client) DO UPDATE SET {column} = excluded.{column}",
-                (client, value),
+                f"INSERT INTO client_seen (client, {', '.join(columns)}) VALUES ({', '.join('?' * (len(columns) + 1))}) "
+                f"ON CONFLICT (client) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in columns)}",
+                (client, *values.values()),
             )
+
+    def away_since(self) -> dict[str, float]:
+        """The clients that are away, and since when."""
+        return dict(self._read(
+            "SELECT client, away_since FROM client_seen WHERE offline_since IS NOT NULL AND away_since IS NOT NULL"
+        ))
+
+    def forget_cursors(self, clients: list[str]) -> None:
+        """These clients' cursors and relays in flight go (see Clients.expire)."""
+        with self._transaction(writes_only=True):
+            self._forget(clients, ("cursor", "inflight"))
+
+    def forget_clients(self, clients: list[str]) -> None:
+        """Everything about these clients' deliveries goes; their settings stay."""
+        with self._transaction(writes_only=True):
+            self._forget(clients, ("cursor", "inflight", "client_seen"))
+
+    def _forget(self, clients: list[str], tables: tuple[str, ...]) -> None:
+        for table in tables:
+            self._execmany(f"DELETE FROM {table} WHERE client = ?", [(c,) for c in clients])
+        if self._cursor_rows is not None:
+            gone = set(clients)
+            self._cursor_rows -= {k for k in self._cursor_rows if k[0] in gone}
 
     def relays_sent(self, rows: list[tuple[str, str, str, int, str | None, int | None]],
                     inbound: tuple[str, int] | None) -> None:
@@ -534,7 +565,7 @@ class Store:
             self._cursor_keys().update(done)
 
     def _cursor_keys(self) -> set[tuple[str, str]]:
-        """The (client, room) pairs that have a cursor row (read once; rows are never deleted)."""
+        """The (client, room) pairs that have a cursor row (read once; kept up to date)."""
         if self._cursor_rows is None:
             self._cursor_rows = {(c, r) for c, r in self._read("SELECT client, room FROM cursor")}
         return self._cursor_rows

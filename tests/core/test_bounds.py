@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from minimix.core import actions as A
 from minimix.core.clients import HELD_MAX
-from minimix.core.events import CatchUpDone, CatchUpPage, KnownMessages, RoomMessage
+from minimix.core.events import (
+    CatchUpDone,
+    CatchUpPage,
+    ClientPresence,
+    ClientsAway,
+    KnownMessages,
+    RelaysAcked,
+    RoomMessage,
+)
 
 from .test_bounce import NOW, ROOM, joined_engine, of
 from .test_catch_up_pages import archived, rejoined, relayed_texts
@@ -53,3 +61,51 @@ def test_keys_an_older_minimix_logged_still_match_after_an_upgrade():
         assert engine.handle(msg, NOW + 1) == [], msg.body
     new = RoomMessage(ROOM, "bob", "new", message_id="m4", ref="<4/>", history=True, stamp=NOW)
     assert relayed_texts(engine.handle(new, NOW + 1)) == ["[r1] bob: new"]
+
+
+DAY = 86400.0
+
+
+def with_clients_gone(*clients: str):
+    """A joined engine: each client had a relay of m1, then went away."""
+    engine = joined_engine()
+    for client in clients:
+        engine.handle(ClientPresence(client, True), NOW)
+    engine.clients.globs = {"*": "all"}
+    (relay,) = of(engine.handle(RoomMessage(ROOM, "bob", "m1", stanza_id="s1", ref="<1/>"), NOW + 1), A.Relay)
+    engine.handle(RelaysAcked(tuple(r for _, r in relay.deliveries)), NOW + 2)
+    for client in clients:
+        engine.handle(ClientPresence(client, False), NOW + 3)
+    return engine
+
+
+def test_clients_away_for_long_lose_their_cursors_then_everything_but_their_settings():
+    engine = with_clients_gone("r-1", "r-2", "r-3")
+    c = engine.clients
+    c.settings["r-2"] = c.settings_of("r-2").with_keyword("pizza", True)
+    assert {k for k, _ in c.cursors} >= {"r-1", "r-2", "r-3"}
+    now = NOW + 30 * DAY
+    away = ClientsAway((("r-1", now - 2 * DAY), ("r-2", now - 11 * DAY), ("r-3", now - DAY / 2)), DAY)
+    actions = engine.handle(away, now)
+    assert A.ForgetCursors(("r-1",)) in actions and A.ForgetClients(("r-2",)) in actions
+    assert {k for k, _ in c.cursors} == {"r-3", "phone", "laptop"}
+    assert "r-1" in c.offline_since and "r-2" not in c.offline_since  # r-1's mark stays
+    assert "pizza" in c.settings["r-2"].keywords
+    assert engine.handle(away, now) == [A.ForgetClients(("r-2",)), *of(actions, A.Note)]  # (the store had it)
+
+
+def test_a_client_back_is_never_forgotten():
+    engine = with_clients_gone("r-1")
+    engine.handle(ClientPresence("r-1", True), NOW + 40 * DAY)
+    assert engine.handle(ClientsAway((("r-1", NOW),), DAY), NOW + 40 * DAY) == []
+
+
+def test_a_client_whose_cursors_went_gets_its_playback_from_its_mark():
+    """Everything before its mark is pruned by the time its cursors go: nothing it is owed
+    goes with them."""
+    engine = with_clients_gone("r-1")
+    engine.handle(RoomMessage(ROOM, "bob", "m2", stanza_id="s2", ref="<2/>"), NOW + 4)
+    mark = engine.clients.offline_since["r-1"]
+    engine.handle(ClientsAway((("r-1", NOW),), DAY), NOW + 2 * DAY)
+    (load,) = of(engine.handle(ClientPresence("r-1", True), NOW + 2 * DAY), A.LoadPlayback)
+    assert (load.cursors, load.default) == ({}, mark)

@@ -9,13 +9,14 @@ playback) before anything that reaches it later, and sends to one client in orde
 
 from __future__ import annotations
 
+import sqlite3
 import time
 
 import pytest
 
 from harness import tostring, wait_until
 from harness.relays import answers_to, post, relays_to, tally, texts, wait_text
-from harness.store import awaiting_receipts
+from harness.store import awaiting_receipts, query, state_dir
 
 NICK = "Ally"
 
@@ -256,3 +257,40 @@ def test_a_client_gone_while_the_daemon_was_down_is_owed_every_room(user):
     got = texts(user, phone, mark)
     # in the order they were logged (the rooms' catch-ups ran side by side), the live one last
     assert sorted(got[:-1]) == [f"A while down {NICK}", f"B while down {NICK}"] and got[-1] == f"welcome {NICK}", got
+
+
+def test_clients_never_seen_again_are_forgotten_and_one_that_comes_back_loses_nothing(user):
+    """A client that picks a new resource at every login left its cursors (one a room) and
+    its mark behind each time, for ever.  Now a client away longer than the log keeps a
+    message loses its cursors (its playback goes by its mark), and one away ten times
+    that long is forgotten: back, it starts with live traffic."""
+    room = user.room(prefix="kitchen")
+    user.phone.publish_bookmark(room, nick=NICK)
+    d = user.start({"relay": {"clients": {"r-*": "all"}}, "storage": {"retention_days": 1}})
+    user.wait_joined(room, NICK)
+    clients = {name: user.other(name) for name in ("r-long", "r-very-long", "r-short")}
+    post(user, room, ["while they were here"])
+    for c in clients.values():
+        wait_text(user, c, "while they were here")
+    wait_until(lambda: not query(d, "SELECT * FROM inflight"))  # acknowledged: cursors
+    go_offline(user, *clients.values())
+    post(user, room, ["while they were away"])
+    wait_until(lambda: query(d, "SELECT seq FROM message WHERE body = 'while they were away'"))
+    assert d.stop() == 0
+    with sqlite3.connect(state_dir(d) / "minimix.sqlite3") as db:  # days pass
+        for name, days in (("r-long", 2), ("r-very-long", 20)):
+            db.execute("UPDATE client_seen SET away_since = away_since - ? WHERE client = ?", (days * 86400, name))
+
+    since = len(d.lines)
+    d.start()
+    d.wait_log(r"clients away for long forgotten .*clients=1", since=since)
+    assert {c for (c,) in query(d, "SELECT client FROM cursor")} == {"r-short"}
+    assert {c for (c,) in query(d, "SELECT client FROM client_seen")} == {"r-long", "r-short"}
+    user.wait_joined(room, NICK)
+    marks = {name: come_back(user, c) for name, c in clients.items()}
+    post(user, room, ["welcome back"])
+    for name, c in clients.items():
+        wait_text(user, c, "welcome back", since=marks[name])
+    assert texts(user, clients["r-short"], marks["r-short"]) == ["while they were away", "welcome back"]
+    assert texts(user, clients["r-long"], marks["r-long"]) == ["while they were away", "welcome back"]
+    assert texts(user, clients["r-very-long"], marks["r-very-long"]) == ["welcome back"]

@@ -232,3 +232,17 @@ class RewindCursor(Action):
 class MarkRelays(Action):
     relay_ids: tuple[str, ...]
     delivered: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetCursors(Action):
+    """These clients' cursors and relays in flight go (their marks stay): see Clients.expire."""
+
+    clients: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetClients(Action):
+    """Everything about these clients' deliveries goes (their settings stay): Clients.expire."""
+
+    clients: tuple[str, ...]

@@ -21,6 +21,7 @@ from minimix.core.events import (
     CatchUpPage,
     ClientCommand,
     ClientPresence,
+    ClientsAway,
     ClientText,
     PlaybackLoaded,
     RelayBounced,
@@ -43,6 +44,8 @@ AWAITING_MAX = 2_000  # relays waiting for a receipt, at most (beyond: the serve
 # Live messages held back in a room while its archive is read, at most: beyond, the
 # catch-up is given up (an archive that slow, a room that busy) and they go out at once.
 HELD_MAX = 1_000
+# A client away this many times the log's retention is forgotten whole (see Clients.expire).
+FORGOTTEN_AFTER_RETENTIONS = 10
 
 
 @dataclass(slots=True)
@@ -559,6 +562,46 @@ class Clients:
         relay_id = self._relay_id(client, m.room, m.seq)
         _bounded_put(self.relayed, relay_id, Relayed(m.room, m.nick, None, m.private, client, m.seq))
         return A.Relay(m.room, ((client, relay_id),), m.text, m.ref, m.private, seq=m.seq, stamp=m.stamp)
+
+    # -- clients that never come back ----------------------------------------------------
+
+    def expire(self, ev: ClientsAway, now: float) -> list[A.Action]:
+        """Forget what no longer serves clients away for long: a client that picks a new
+        resource at every login leaves a cursor per room and a mark behind each time.
+
+        Away longer than the log keeps a message, a client's cursors and relays in flight
+        go: all they name is pruned by then (it went away after them), and its mark (the
+        last message before it went) gives its playback in every room.  Away ten times
+        that long, it is forgotten whole: back, it starts with live traffic, as a client
+        never seen.  Its settings stay (the user chose them, with a command)."""
+        busy = {*self.online, *self.playbacks}
+        delivering = {c for c, _ in self.cursors} | {c for c, _, _ in (*self.inflight.values(), *self.awaiting.values())}
+        trimmed, forgotten = [], []
+        for client, since in sorted(ev.since):
+            if client in busy:
+                continue
+            if since < now - FORGOTTEN_AFTER_RETENTIONS * ev.retention_s:
+                forgotten.append(client)
+            elif since < now - ev.retention_s and client in delivering:
+                trimmed.append(client)
+        self._forget_deliveries({*trimmed, *forgotten})
+        for client in forgotten:
+            self.offline_since.pop(client, None)
+            self.receipts.discard(client)
+        actions: list[A.Action] = []
+        if trimmed:
+            actions.append(A.ForgetCursors(tuple(trimmed)))
+        if forgotten:
+            actions.append(A.ForgetClients(tuple(forgotten)))
+            actions.append(A.Note("info", "clients away for long forgotten", {"clients": len(forgotten)}))
+        return actions
+
+    def _forget_deliveries(self, clients: set[str]) -> None:
+        for key in [k for k in self.cursors if k[0] in clients]:
+            del self.cursors[key]
+        for pending in (self.inflight, self.awaiting):
+            for relay_id in [r for r, (c, _, _) in pending.items() if c in clients]:
+                del pending[relay_id]
 
     # -- presence -----------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from minimix.core.events import (
     CatchUpPage,
     ClientCommand,
     ClientPresence,
+    ClientsAway,
     ClientText,
     KnownMessages,
     LegacyBookmarksLoaded,
@@ -67,6 +68,7 @@ ACCOUNT_EVENTS = (
     RelayBounced,
     RelayReceived,
     KnownMessages,
+    ClientsAway,
 )
 EVENTS = (RoomEvent, *ACCOUNT_EVENTS)
 """Every event the engine takes (the app hands it these and nothing else)."""
@@ -74,7 +76,7 @@ AccountEvent = (
     SessionEstablished | SessionLost | PepBookmarksLoaded | PepBookmarkPublished | PepBookmarkRetracted
     | LegacyBookmarksLoaded | OccupantPresent | OccupantLeft | ClientPresence | RoomMessage | ClientText
     | ClientCommand | CatchUpDone | CatchUpPage | PlaybackLoaded | RelaysAcked | RelayBounced
-    | RelayReceived | KnownMessages
+    | RelayReceived | KnownMessages | ClientsAway
 )
 
 
@@ -156,6 +158,8 @@ class Engine:
                 return self.clients.received(event)
             case KnownMessages(room, keys):
                 return self.clients.known(room, keys)
+            case ClientsAway():
+                return self.clients.expire(event, now)
             case RoomEvent():
                 actions = self.rooms.handle(event, now)
                 room = self.rooms.get(event.room)

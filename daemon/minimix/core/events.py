@@ -325,3 +325,13 @@ class KnownMessages:
 
     room: str
     keys: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientsAway:
+    """The hourly prune's look at the clients that are away (the store's record of when
+    each went), with how long the log keeps a message: the core forgets what it no longer
+    needs of those away long enough (Clients.expire)."""
+
+    since: tuple[tuple[str, float], ...]  # (client, when it went away)
+    retention_s: float
