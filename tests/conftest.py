@@ -121,6 +121,7 @@ def daemon(request, tmp_path):
         state_dir.mkdir(parents=True, exist_ok=True)
         config_file = tmp_path / f"minimix{n}.toml"
         config_file.write_text(to_toml(daemon_config(server, account, state_dir, resource, extra)))
+        config_file.chmod(0o600)  # it holds the password
         if argv is not None:
             argv = [str(config_file) if a == "{config}" else a for a in argv]
         d = DaemonProcess(

@@ -87,3 +87,45 @@ def test_a_batch_takes_a_bounded_number_of_room_messages(app):
     first = app._queued([])
     assert len(first) == 2 and sum(len(p.messages) for p in first) >= DISPATCH_MESSAGES
     assert app._queued([]) == [page] and app.queue.empty()
+
+
+# -- a store that fails: the daemon ends at once, nothing unrecorded goes out --------------------
+
+
+@pytest.fixture
+def failing(app, tmp_path, monkeypatch):
+    """The app with a real store that is full (SQLITE_FULL, as on a full disk) and a batch
+    that saves a client's settings; what the app sends, its exit and its status recorded."""
+    from minimix import store as store_module
+    from minimix.core import actions as A
+    from minimix.core.relay import ClientSettings, Mode
+    from minimix.store import Store
+
+    monkeypatch.setattr(store_module, "RETRY_DELAYS_S", ())
+    app.store = store = Store(tmp_path / "minimix.sqlite3")
+    keywords = tuple(f"keyword-{i:05d}" for i in range(4000))  # needs new pages: the file must grow
+    app._dispatch = lambda event: app._execute([A.SaveClient("phone", ClientSettings(Mode.ALL, {}, keywords))])
+    app._exit = lambda code: app.session.log.append(f"exit {code}")
+    app.notifier.status = lambda text: app.session.log.append(f"status {text}")
+    pages = store.db.execute("PRAGMA page_count").fetchone()[0]
+    store.db.execute(f"PRAGMA max_page_count = {pages}")
+    return app
+
+
+def test_a_commit_that_fails_after_the_sends_ends_the_daemon_and_the_journal_keeps_the_batch(failing, tmp_path):
+    failing._handle([Wake()])
+    send, status, exit_ = failing.session.log
+    assert (send, exit_) == ("send", "exit 74")  # on record in the journal, so sent; then the end
+    assert status.startswith("status stopped: the store cannot be used") and "full" in status
+    from minimix.store import Store
+
+    assert Store(tmp_path / "minimix.sqlite3").load_clients()["phone"].keywords  # replayed
+
+
+def test_a_batch_neither_the_journal_nor_sqlite_can_record_is_never_sent(failing, monkeypatch):
+    def disk_full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(failing.store.journal, "append", disk_full)
+    failing._handle([Wake()])
+    assert "send" not in failing.session.log and "exit 74" in failing.session.log

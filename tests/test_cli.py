@@ -26,6 +26,7 @@ def config_file(tmp_path: Path) -> Path:
         f'[account]\njid = "alice@example.org"\npassword = "{SECRET}"\n'
         '[logging]\nlevel = "warning"\n'
     )
+    path.chmod(0o600)  # it holds the password
     return path
 
 
@@ -128,6 +129,29 @@ def test_check_config_summary_hides_the_password(capsys, config_file: Path) -> N
         f"state dir: {default_state_dir()}",
         "configuration OK",
     ]
+
+
+@pytest.mark.parametrize(("mode", "warned"), [(0o644, True), (0o640, True), (0o600, False)])
+def test_a_config_file_holding_the_password_readable_by_others_is_warned_about(
+    app, capsys, config_file: Path, mode: int, warned: bool
+) -> None:
+    config_file.chmod(mode)
+    assert main(["check-config", "--config", str(config_file)]) == EX_OK
+    warning = f"holds the password and is readable by others (mode {mode:o}); run: chmod 600 {config_file}"
+    assert (warning in capsys.readouterr().err) is warned
+    assert main(["run", "--config", str(config_file)]) == EX_OK
+    err = capsys.readouterr().out  # the log (level warning)
+    assert ("holds the password and is readable by others" in err and f'fix="chmod 600 {config_file}"' in err) is warned
+
+
+def test_a_config_file_without_the_password_is_not_warned_about(capsys, tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    (tmp_path / "pw").write_text(SECRET)
+    (tmp_path / "pw").chmod(0o600)
+    path.write_text('[account]\njid = "alice@example.org"\npassword_file = "pw"\n')
+    path.chmod(0o644)
+    assert main(["check-config", "--config", str(path)]) == EX_OK
+    assert "warning" not in capsys.readouterr().err
 
 
 def test_check_config_shows_host_and_port(capsys, tmp_path: Path) -> None:

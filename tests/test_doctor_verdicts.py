@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -245,6 +246,37 @@ def test_a_state_dir_under_a_file_fails(tmp_path):
     (tmp_path / "file").write_text("")
     check = doctor.check_state_dir(tmp_path / "file" / "state")
     assert check.status is Status.FAIL and check.fix
+
+
+def test_a_state_dir_readable_by_others_is_a_warning_with_the_fix(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    state.chmod(0o755)
+    (state / "minimix.sqlite3").write_text("")
+    (state / "minimix.sqlite3").chmod(0o644)
+    check = doctor.check_state_dir(state)
+    assert check.status is Status.WARN
+    assert f"{state} (755), minimix.sqlite3 (644)" in check.detail and "makes them private" in check.detail
+    assert check.fix == f"chmod 700 {state}; chmod 600 {state / 'minimix.sqlite3'}"
+    assert (state.stat().st_mode & 0o777) == 0o755  # the doctor changes nothing
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a directory away")
+def test_a_state_dir_readable_by_others_and_not_ours_fails(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    state.chmod(0o755)
+    os.chown(state, 65534, 65534)
+    check = doctor.check_state_dir(state)
+    assert check.status is Status.FAIL and "refuses to start" in check.detail
+    assert check.fix == f"as their owner: chmod 700 {state}"
+
+
+def test_a_config_file_holding_the_password_readable_by_others_is_a_warning(tmp_path):
+    path = tmp_path / "config.toml"
+    assert doctor.check_config_file(path, None).status is Status.OK
+    check = doctor.check_config_file(path, 0o644)
+    assert check.status is Status.WARN and "(mode 644)" in check.detail and check.fix == f"chmod 600 {path}"
 
 
 def systemctl(state: str | None):

@@ -15,6 +15,7 @@ import datetime as dt
 import os
 import random
 import signal
+import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from minimix import logging as minimix_logging
+from minimix import statedir
 from minimix import status as status_file
 from minimix.config import ConfigError
 from minimix.core import actions as A
@@ -49,7 +51,7 @@ from minimix.core.events import (
 from minimix.core.policy import RoomPolicy
 from minimix.core.room import RoomState
 from minimix.sdnotify import Notifier
-from minimix.store import ACK_MARK_FILENAME, AckMark, Store, StoredMessage
+from minimix.store import ACK_MARK_FILENAME, AckMark, Store, StoredMessage, StoreError, store_error
 from minimix.store import FILENAME as STORE_FILENAME
 from minimix.timers import Timers, TimersDue
 from minimix.xmpp.session import (
@@ -69,6 +71,9 @@ from minimix.xmpp.session import (
 log = structlog.get_logger("minimix")
 
 EX_OK, EX_SOFTWARE, EX_NOPERM = os.EX_OK, os.EX_SOFTWARE, os.EX_NOPERM
+EX_IOERR = os.EX_IOERR  # 74: the store failed for a cause that may pass (systemd restarts the daemon)
+EX_TEMPFAIL = os.EX_TEMPFAIL  # 75: another minimix runs with this state dir
+EX_CONFIG = os.EX_CONFIG  # 78: ... and when someone must act first (the log says what)
 SHUTDOWN_GRACE_S = 5.0
 DISPATCH_BATCH = 256  # queued events handled between two awaits (one store commit)
 # ... and at most this many room messages among them (a page of an archive is up to 50):
@@ -187,6 +192,8 @@ class App:
         self._connection = "connecting"
         self._snapshot_pending = False
         self._idle = False  # the loop's task is parked, waiting for an event (see handle_now)
+        self._lock: int | None = None  # the state dir's lock (statedir.lock)
+        self._exit = os._exit  # ends the process at once, nothing more sent (tests replace it)
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -221,8 +228,18 @@ class App:
         return backoff_delay(attempt, base=1.0, cap=cap, jitter=0.5, rng=self.rng)
 
     async def run(self) -> int:
+        """Run until stopped; the exit code.  A start that finds another daemon on the state
+        dir, or a store it cannot use, ends here with the reason (and touches nothing)."""
         loop = asyncio.get_running_loop()
-        self._prepare_state_dir()
+        os.umask(0o077)  # what the daemon writes holds other people's messages and room passwords
+        try:
+            self._prepare_state_dir()
+        except statedir.AlreadyRunning as exc:
+            log.error("another minimix is running with this state dir", pid=exc.pid, state_dir=str(exc.state_dir))
+            self.notifier.status(str(exc))
+            return EX_TEMPFAIL
+        except StoreError as exc:
+            return self._store_failed(exc)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.post, Shutdown(sig.name))
         loop.add_signal_handler(signal.SIGHUP, self.post, Reload())
@@ -248,7 +265,10 @@ class App:
         self.scheduler.add_job(self._post_async, "interval", seconds=PRUNE_INTERVAL_S, args=[PruneDue()], id="prune",
                                next_run_time=dt.datetime.now(dt.UTC))
         log.info("starting", jid=str(self.jid), server=self._server_label())
-        await self._settle_previous_run()
+        try:
+            await self._settle_previous_run()
+        except (StoreError, sqlite3.Error) as exc:
+            self._exit(self._store_failed(store_error(exc, "cannot settle the last run's relays")))
         self.session.start()
         self.notifier.ready()
         self._update_status()
@@ -260,7 +280,10 @@ class App:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             if self.store is not None:
-                self.store.close()
+                try:
+                    self.store.close()
+                except StoreError as exc:  # its last group stays in the journal
+                    self.exit_code = self._store_failed(exc)
             if self.ack_mark is not None:
                 self.ack_mark.close()
         self._write_snapshot(stopped=True)
@@ -268,34 +291,51 @@ class App:
         return self.exit_code if self.exit_code is not None else EX_OK
 
     def _prepare_state_dir(self) -> None:
+        """Make the state dir (private), take its lock, open the store and restore the
+        engine from it.  Raises ConfigError, AlreadyRunning or StoreError."""
         state_dir = self.config.storage.state_dir
         try:
             state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for path, mode in statedir.make_private(state_dir):
+                log.warning("was readable by others: made private", path=str(path), mode=f"{mode:o}")
         except OSError as exc:
             raise ConfigError(
                 f"{self.config.path}: [storage]: state_dir: cannot use {state_dir}: {exc.strerror or exc}"
             ) from None
+        self._lock = statedir.lock(state_dir)  # before the store and the network; held until the exit
 
         def moved_aside(reason: str, moved: object) -> None:
-            log.error("the store was unreadable: moved aside, starting a fresh one", reason=reason, moved_to=str(moved))
+            log.error("the store was unreadable (corrupt): moved aside with its WAL and journal, starting a fresh one",
+                      reason=reason, moved_to=str(moved))
 
         self.store = store = Store(state_dir / STORE_FILENAME, on_reset=moved_aside)
         if store.replayed:
             log.info("the store's journal replayed: writes of the last run it had not committed", groups=store.replayed)
-        if store.replay_error:
-            log.warning("the store's journal could not be replayed in full", error=store.replay_error)
         self.ack_mark = AckMark(state_dir / ACK_MARK_FILENAME)
-        self.engine.clients.settings.update(store.load_clients())
-        marks = self.engine.restore(
-            next_seq=store.max_seq() + 1,
-            rooms=store.room_states(),
-            cursors=store.cursors(),
-            offline_since=store.offline_since(),
-            receipts=store.receipt_clients(),
-        )
-        with store.grouped():
-            for client, seq in marks.items():
-                store.set_offline_since(client, seq)
+        try:
+            self.engine.clients.settings.update(store.load_clients())
+            marks = self.engine.restore(
+                next_seq=store.max_seq() + 1,
+                rooms=store.room_states(),
+                cursors=store.cursors(),
+                offline_since=store.offline_since(),
+                receipts=store.receipt_clients(),
+            )
+            with store.grouped():
+                for client, seq in marks.items():
+                    store.set_offline_since(client, seq)
+        except sqlite3.Error as exc:
+            raise store_error(exc, f"cannot read the store {store.path}") from None
+
+    def _store_failed(self, error: StoreError) -> int:
+        """Say that the store cannot be used, and why, in the log and in systemd's status;
+        the exit code: 74 when the cause may pass (systemd starts the daemon again after a
+        delay, and the start replays the journal), 78 when someone must act first."""
+        code = EX_IOERR if error.transient else EX_CONFIG
+        log.critical("the store cannot be used: stopping; nothing was moved or deleted", error=str(error),
+                     exit_code=code)
+        self.notifier.status(f"stopped: the store cannot be used: {error}")
+        return code
 
     async def _settle_previous_run(self) -> None:
         """Relays in flight when the last run ended (a crash): did they reach the server?
@@ -382,20 +422,28 @@ class App:
         once, at the end, and only then does what they queued for the server go out; the
         store commits them to SQLite after that, off the relays' path."""
         store = self.store
-        with store.grouped(journaled=True) if store is not None else contextlib.nullcontext():
-            for event in events:
-                try:
-                    self._dispatch(event)
-                except Exception:  # a bug must cost one event, never the daemon
-                    log.exception("internal error while handling an event", event=type(event).__name__)
-        if self.session is not None:
-            self.session.send_now()
-        if store is not None:
-            store.commit()
-            if store.journal_error is not None:
-                log.warning("the store's journal cannot be written: committing before each send instead",
-                            error=store.journal_error)
-                store.journal_error = None
+        try:
+            with store.grouped(journaled=True) if store is not None else contextlib.nullcontext():
+                for event in events:
+                    try:
+                        self._dispatch(event)
+                    except sqlite3.Error as exc:  # not a bug: the store cannot record the batch
+                        raise store_error(exc, f"while handling {type(event).__name__}") from None
+                    except Exception:  # a bug must cost one event, never the daemon
+                        log.exception("internal error while handling an event", event=type(event).__name__)
+            if self.session is not None:
+                self.session.send_now()
+            if store is not None:
+                store.commit()
+        except StoreError as exc:
+            # What the batch queued for the server must not go out unless the journal has
+            # it, and nothing after may: end now, as a SIGKILL would (which loses nothing).
+            self._exit(self._store_failed(exc))
+            return
+        if store is not None and store.journal_error is not None:
+            log.warning("the store's journal cannot be written: committing before each send instead",
+                        error=store.journal_error)
+            store.journal_error = None
         self._update_status()
         if any(not isinstance(e, QUIET_EVENTS) for e in events) and not self._snapshot_pending:
             self._snapshot_pending = True

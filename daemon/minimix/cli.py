@@ -3,7 +3,8 @@
 ``minimix run`` runs the daemon in the foreground (systemd supervises it; it never forks);
 ``minimix check-config`` checks the configuration and the password source; ``minimix doctor``
 checks the server and the setup against what minimix needs. Exit codes follow sysexits(3), so
-the unit can refuse to restart on ``EX_NOPERM`` and ``EX_CONFIG``.
+the unit can restart on ``EX_IOERR`` (after a delay) and refuse to on ``EX_TEMPFAIL``,
+``EX_NOPERM`` and ``EX_CONFIG``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from minimix.config import (
     Config,
     ConfigError,
     default_config_path,
+    exposed_password,
     load_config,
     password_source,
     resolve_password,
@@ -29,8 +31,10 @@ from minimix.config import (
 
 EX_OK = os.EX_OK  # 0
 EX_SOFTWARE = os.EX_SOFTWARE  # 70: a bug (an unexpected exception)
+EX_IOERR = os.EX_IOERR  # 74: the store failed for a cause that may pass (an I/O error, a full disk)
+EX_TEMPFAIL = os.EX_TEMPFAIL  # 75: another minimix runs with this state dir
 EX_NOPERM = os.EX_NOPERM  # 77: the server refused the credentials
-EX_CONFIG = os.EX_CONFIG  # 78: the configuration is unusable
+EX_CONFIG = os.EX_CONFIG  # 78: the configuration is unusable, or the store needs someone to act
 EX_NOT_RUNNING = 3  # `minimix status`: not running (as LSB's "program is not running")
 
 Command = Callable[[argparse.Namespace], int]
@@ -84,6 +88,10 @@ def _run(args: argparse.Namespace) -> int:
         return _config_error(error)
     minimix_logging.setup(level=config.logging.level, log_messages=config.logging.log_messages)
     minimix_logging.add_secret(password)
+    if (mode := exposed_password(config)) is not None:
+        minimix_logging.get_logger(__name__).warning(
+            "the configuration file holds the password and is readable by others",
+            path=str(config.path), mode=f"{mode:o}", fix=f"chmod 600 {config.path}")
     try:
         from minimix import app  # the daemon proper: imported only when it is to run
 
@@ -103,6 +111,9 @@ def _check_config(args: argparse.Namespace) -> int:
         resolve_password(config)
     except ConfigError as error:
         return _config_error(error)
+    if (mode := exposed_password(config)) is not None:
+        print(f"minimix: warning: {config.path}: holds the password and is readable by others "
+              f"(mode {mode:o}); run: chmod 600 {config.path}", file=sys.stderr)
     print(_summary(config))
     return EX_OK
 
@@ -143,6 +154,7 @@ def _doctor(args: argparse.Namespace) -> int:
         outcome = xmpp_doctor.run(config, password)
         checks = [
             *outcome.checks,
+            doctor.check_config_file(config.path, exposed_password(config)),
             doctor.check_state_dir(config.storage.state_dir),
             doctor.check_systemd_unit(),
         ]

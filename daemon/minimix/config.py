@@ -512,15 +512,31 @@ def _password_source(config: Config, env: Mapping[str, str]) -> tuple[str, Calla
     )
 
 
+def loose_mode(st_mode: int) -> int | None:
+    """The permission bits of a file that group or others may use (None: private). The rule
+    for every file that holds a secret: the password file, the configuration file when it
+    holds the password, the state dir and the daemon's files in it."""
+    return st_mode & 0o777 if st_mode & 0o077 else None
+
+
+def exposed_password(config: Config) -> int | None:
+    """The mode of the configuration file when it holds the password and others may read
+    it (a warning, not an error: the daemon runs all the same), else None."""
+    if config.account.password is None:
+        return None
+    try:
+        return loose_mode(config.path.stat().st_mode)
+    except OSError:
+        return None
+
+
 def _read(path: Path, *, private: bool = False) -> bytes:
     """Read *path*; a *private* file must not be accessible to group or others."""
     try:
         with path.open("rb") as file:
-            mode = os.fstat(file.fileno()).st_mode
-            if private and mode & 0o077:
-                raise ConfigError(
-                    f"{path}: readable by others (mode {mode & 0o777:o}); run: chmod 600 {path}"
-                )
+            mode = loose_mode(os.fstat(file.fileno()).st_mode)
+            if private and mode is not None:
+                raise ConfigError(f"{path}: readable by others (mode {mode:o}); run: chmod 600 {path}")
             return file.read()
     except OSError as error:
         raise ConfigError(f"{path}: cannot read: {error.strerror}") from None

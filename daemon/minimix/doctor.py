@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from minimix import statedir
+
 
 class Status(enum.StrEnum):
     OK = "ok"
@@ -518,9 +520,19 @@ def judge_room(probe: RoomProbe) -> Check:
 # -- local checks -------------------------------------------------------------------------------
 
 
+def check_config_file(path: Path, exposed_mode: int | None) -> Check:
+    """*exposed_mode*: the file's mode when it holds the password and others may read it."""
+    if exposed_mode is None:
+        return Check("config file", Status.OK, f"{path} is private, or holds no password")
+    return Check("config file", Status.WARN,
+                 f"{path} holds the password and is readable by others (mode {exposed_mode:o})",
+                 f"chmod 600 {path}")
+
+
 def check_state_dir(state_dir: Path) -> Check:
     """Create and remove a temp file in the state dir (or, if it does not exist yet, check
-    that it can be created: the daemon makes it on start)."""
+    that it can be created: the daemon makes it on start); then its permissions and those
+    of minimix's files in it, as the daemon checks them at its start."""
     target = state_dir
     while not target.exists() and target != target.parent:
         target = target.parent
@@ -540,7 +552,19 @@ def check_state_dir(state_dir: Path) -> Check:
     if target != state_dir:
         return Check("state dir", Status.OK, f"{state_dir} does not exist yet; the daemon creates it "
                      f"({target} is writable)")
-    return Check("state dir", Status.OK, f"{state_dir} is writable")
+    return _judge_modes(state_dir, statedir.loose_modes(state_dir))
+
+
+def _judge_modes(state_dir: Path, loose: Sequence[tuple[Path, int, bool]]) -> Check:
+    if not loose:
+        return Check("state dir", Status.OK, f"{state_dir} is writable and private")
+    listed = ", ".join(f"{path.name if path != state_dir else path} ({mode:o})" for path, mode, _ in loose)
+    fix = "; ".join(f"chmod {700 if path == state_dir else 600} {path}" for path, _, _ in loose)
+    if all(ours for _, _, ours in loose):
+        return Check("state dir", Status.WARN, f"readable by others: {listed}; they hold messages and room "
+                     "passwords (the daemon makes them private when it starts)", fix)
+    return Check("state dir", Status.FAIL, f"readable by others and not yours: {listed}; the daemon refuses to "
+                 "start", f"as their owner: {fix}")
 
 
 UNIT = "minimix.service"

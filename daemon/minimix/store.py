@@ -1,17 +1,30 @@
 """The store: one SQLite file in the state dir, written only by the app's loop.
 
 WAL mode, the schema version in ``PRAGMA user_version``, migrations as numbered SQL.
-A store that cannot be opened or read is moved aside with a clear log line and a fresh
-one is made: the daemon never refuses to start because of its cache.
 
 Beside it, the journal (``minimix.sqlite3.journal``): what the app writes while handling
 a batch of events is appended there as one record before anything the batch sends goes
 out, and committed to SQLite after.  The next start replays what SQLite lacks.
+
+Nothing is thrown away because of an error that is not identified (docs/store.md):
+
+- A store that is corrupt (SQLite says SQLITE_CORRUPT or SQLITE_NOTADB, or its integrity
+  check fails) is moved aside with its WAL, shared memory and journal, and a fresh one is
+  made.  Any other failure to open it (locked by another program, an I/O error, a full
+  disk, no permission, a schema newer than this minimix) is a :class:`StoreError`: the
+  daemon refuses to start and says why; the files stay as they are.
+- A group that cannot be committed is tried again (``RETRY_DELAYS_S``) from its record;
+  if it still fails, the store has failed (``failed``, a :class:`StoreError`) and refuses
+  every further group and commit, so the journal's seq in SQLite never moves past it and
+  the journal is kept: the next start replays it.  A group that cannot be replayed stops
+  the start the same way, the journal kept whole.
+- The journal is emptied only once what it holds is on disk in SQLite (a checkpoint).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import marshal
 import os
@@ -32,6 +45,11 @@ FILENAME = "minimix.sqlite3"
 ACK_MARK_FILENAME = "sm-acked"
 DELETE_BATCH = 500  # relay ids per statement (SQLite allows 32766 parameters)
 JOURNAL_MAX = 1 << 20  # bytes: the journal is emptied after a commit once it holds more
+BUSY_TIMEOUT_S = 5.0  # how long a statement waits for a lock another program holds on the file
+RETRY_DELAYS_S = (0.1, 0.5, 2.0)  # before each new try of a group that failed to commit
+# The files of one store: the WAL and shared memory belong to the database, the journal's
+# groups are writes to it.  Moved together; the WAL first (see Store._move_aside).
+COMPANIONS = (".journal", "-wal", "-shm")
 
 MIGRATIONS: list[str] = [
     # 1: per-client relay settings
@@ -137,6 +155,49 @@ MIGRATIONS: list[str] = [
 Statement = tuple[str, Any, bool]  # (sql, parameters, executemany)
 
 
+class StoreError(Exception):
+    """The store cannot be used; nothing was moved aside or deleted.  ``transient``: the
+    cause may pass by itself (a lock another program holds, an I/O error, a full disk), so
+    a later start may work; otherwise someone must act first, as the message says."""
+
+    def __init__(self, message: str, *, transient: bool) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+# SQLite's primary result codes of a cause that may pass by itself (the others: a file
+# that cannot be opened or written for good, a statement that can never succeed).
+_TRANSIENT = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL,
+              sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_PROTOCOL, sqlite3.SQLITE_INTERRUPT}
+_CORRUPT = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+# ... and the errno values of the same kind, for the journal's file
+_TRANSIENT_ERRNO = {errno.EIO, errno.ENOSPC, errno.EDQUOT, errno.EAGAIN, errno.EINTR, errno.ENOMEM}
+
+
+class _IntegrityCheckFailed(sqlite3.DatabaseError):
+    """``PRAGMA quick_check`` found the file damaged (it may not raise by itself)."""
+
+
+def _result_code(exc: BaseException) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else None  # extended codes: the low byte
+
+
+def is_corrupt(exc: BaseException) -> bool:
+    """Whether SQLite itself says the file is damaged: the one reason to move it aside."""
+    return isinstance(exc, _IntegrityCheckFailed) or _result_code(exc) in _CORRUPT
+
+
+def store_error(exc: BaseException, doing: str) -> StoreError:
+    """``exc`` (an :class:`sqlite3.Error` or :class:`OSError`) as a :class:`StoreError`."""
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, OSError):
+        return StoreError(f"{doing}: {exc}", transient=exc.errno in _TRANSIENT_ERRNO)
+    name = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
+    return StoreError(f"{doing}: {exc} ({name})", transient=_result_code(exc) in _TRANSIENT)
+
+
 class Journal:
     """The store's groups of writes, each appended here before what depends on it goes out
     (one ``write`` of a few KB: the page cache has it when the process is killed), and
@@ -207,70 +268,115 @@ class Store:
         it what its journal holds that it does not (the writes of a run killed before it
         committed them): ``replayed`` says how many groups that was.
 
-        ``on_reset(reason, moved_to)`` is called when an unusable file was moved aside.
+        ``on_reset(reason, moved_to)`` is called when a corrupt file was moved aside.
+        Raises :class:`StoreError` when the store cannot be used (see the module's doc).
         """
         self.path = path
         self._grouping = False
         self._cursor_rows: set[tuple[str, str]] | None = None  # see _cursor_keys
         self._group: list[Statement] | None = None  # the writes of the group being made
         self._call: list[Statement] | None = None  # ... and of the call being made in it
-        self._pending: int | None = None  # the seq of a journaled group not committed yet
+        self._pending: tuple[int, list[Statement]] | None = None  # a journaled group not committed yet
         self._deferred: list[Statement] = []  # its writes not run yet (see _transaction)
         self._deferring = False
-        self.commit_error: str | None = None  # why the last commit failed (the journal has it)
+        self.failed: StoreError | None = None  # a group could not be committed: nothing more is
         self.journal = None if str(path) == ":memory:" else Journal(f"{path}.journal")
         self.journal_error: str | None = None  # why the journal was given up (commits before sends then)
         try:
             self.db = self._open()
-        except sqlite3.DatabaseError as exc:
-            if str(path) == ":memory:":
-                raise
-            moved = Path(f"{path}.corrupt-{int(time.time())}")
-            Path(path).rename(moved)
-            for suffix in ("-wal", "-shm", ".journal"):  # the journal's writes are of that store
-                Path(f"{path}{suffix}").unlink(missing_ok=True)
+        except sqlite3.Error as exc:
+            if str(path) == ":memory:" or not is_corrupt(exc):
+                raise store_error(exc, f"cannot open the store {path}") from None
+            moved = self._move_aside()
             if on_reset is not None:
                 on_reset(str(exc), moved)
-            self.db = self._open()
+            try:
+                self.db = self._open()
+            except sqlite3.Error as again:
+                raise store_error(again, f"cannot make a new store {path}") from None
         self._journal_seq = 0
-        self.replay_error: str | None = None
-        self.replayed = self._replay()
+        try:
+            self.replayed = self._replay()
+        except BaseException as exc:
+            self.db.close()
+            if isinstance(exc, sqlite3.Error):
+                raise store_error(exc, f"cannot read the store {path}") from None
+            raise
+
+    def _move_aside(self) -> Path:
+        """Rename the corrupt store and its companions to ``<name>.corrupt-<time>...``, for a
+        post-mortem (SQLite opens the moved file with its moved WAL).  The companions go
+        first: a WAL or a journal left behind would be applied to the fresh store."""
+        stamp = int(time.time())
+        moved = Path(f"{self.path}.corrupt-{stamp}")
+        while any(Path(f"{moved}{suffix}").exists() for suffix in ("", *COMPANIONS)):
+            stamp += 1
+            moved = Path(f"{self.path}.corrupt-{stamp}")
+        for suffix in (*COMPANIONS, ""):
+            with contextlib.suppress(FileNotFoundError):
+                Path(f"{self.path}{suffix}").rename(f"{moved}{suffix}")
+        return moved
 
     def _replay(self) -> int:
-        """Apply the journal's groups the database does not have yet; then empty it.  A
-        group that fails (it never should) is left out, with the rest (``replay_error``);
-        a journal that cannot be read or emptied is given up (commits before the sends)."""
+        """Apply the journal's groups the database does not have yet; then empty it (once
+        they are on disk).  A group that cannot be applied, or a journal that cannot be
+        read, is a :class:`StoreError`: the journal is kept whole for the next try."""
         row = self.db.execute("SELECT seq FROM journal_state").fetchone()
         self._journal_seq = row[0] if row else 0
         if self.journal is None:
             return 0
+        applied, replayed = self._journal_seq, 0
         try:
-            return self._apply_journal(self.journal)
+            records = list(self.journal.records())
         except OSError as exc:
-            self.replay_error = self.journal_error = f"the journal cannot be read: {type(exc).__name__}: {exc}"
-            self.journal = None
-            return 0
-
-    def _apply_journal(self, journal: Journal) -> int:
-        applied = self._journal_seq
-        replayed = 0
-        for seq, statements in journal.records():
+            raise store_error(exc, f"cannot read the journal {self.journal.path}") from None
+        for seq, statements in records:
             self._journal_seq = max(self._journal_seq, seq)
-            if seq <= applied:
-                continue
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                for sql, params, many in statements:
-                    (self.db.executemany if many else self.db.execute)(sql, params)
-                self._set_journal_seq(seq)
-            except sqlite3.Error as exc:
-                self.db.execute("ROLLBACK")
-                self.replay_error = f"group {seq}: {exc}"
-                break
-            self.db.execute("COMMIT")
-            replayed += 1
-        journal.clear()
+            if seq > applied:
+                self._apply_retrying(seq, statements, f"cannot replay group {seq} of the journal {self.journal.path}")
+                replayed += 1
+        self._empty_journal()
         return replayed
+
+    def _apply(self, seq: int | None, statements: list[Statement]) -> None:
+        """One group's writes, from its record, in a transaction of their own."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, params, many in statements:
+                (self.db.executemany if many else self.db.execute)(sql, params)
+            if seq is not None:
+                self._set_journal_seq(seq)
+            self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
+
+    def _apply_retrying(self, seq: int | None, statements: list[Statement], doing: str) -> None:
+        """:meth:`_apply`, tried again after each of ``RETRY_DELAYS_S``; then ``failed``."""
+        for delay in (0.0, *RETRY_DELAYS_S):
+            time.sleep(delay)
+            try:
+                self._apply(seq, statements)
+            except sqlite3.Error as exc:
+                error = exc
+            else:
+                return
+        self.failed = store_error(error, doing)
+        raise self.failed
+
+    def _empty_journal(self) -> None:
+        """Empty the journal once SQLite has on disk all it holds.  With ``synchronous=NORMAL``
+        a commit is in the WAL but not synced: a checkpoint syncs the WAL before it copies
+        it, and the database after.  One that could not copy every frame (another program
+        reading) leaves the journal for a later commit; so does an error."""
+        assert self.journal is not None
+        try:
+            busy, frames, copied = self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error:
+            return
+        if not busy and frames == copied:
+            self.journal.clear()
 
     def _set_journal_seq(self, seq: int) -> None:
         self.db.execute(
@@ -310,25 +416,29 @@ class Store:
             (self.db.executemany if many else self.db.execute)(sql, params)
 
     def _open(self) -> sqlite3.Connection:
-        db = sqlite3.connect(str(self.path), isolation_level=None)  # autocommit; explicit transactions
+        # autocommit (explicit transactions)
+        db = sqlite3.connect(str(self.path), isolation_level=None, timeout=BUSY_TIMEOUT_S)
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA foreign_keys=ON")
             check = db.execute("PRAGMA quick_check").fetchone()
             if check is None or check[0] != "ok":
-                raise sqlite3.DatabaseError(f"integrity check failed: {check}")
-            self._migrate(db)
+                raise _IntegrityCheckFailed(f"integrity check failed: {check}")
+            self._migrate(db, self.path)
         except BaseException:
             db.close()
             raise
         return db
 
     @staticmethod
-    def _migrate(db: sqlite3.Connection) -> None:
+    def _migrate(db: sqlite3.Connection, path: Path | str) -> None:
         version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version > len(MIGRATIONS):
-            raise sqlite3.DatabaseError(f"schema version {version} is newer than this minimix")
+        if version > len(MIGRATIONS):  # a downgrade: this minimix cannot know what it would lose
+            raise StoreError(
+                f"the store {path} has schema version {version}, newer than this minimix knows "
+                f"({len(MIGRATIONS)}): it was written by a newer minimix; run that again (the store "
+                "is left as it is)", transient=False)
         for number, sql in enumerate(MIGRATIONS[version:], start=version + 1):
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -341,10 +451,14 @@ class Store:
             db.execute("COMMIT")
 
     def close(self) -> None:
-        self.commit()
-        if self.journal is not None:
-            self.journal.close()
-        self.db.close()
+        """Commit what is pending and close; a failed store only closes (its journal kept)."""
+        try:
+            if self.failed is None:
+                self.commit()
+        finally:
+            if self.journal is not None:
+                self.journal.close()
+            self.db.close()
 
     # -- client settings ------------------------------------------------------------------
 
@@ -628,10 +742,7 @@ class Store:
         try:
             yield
         except BaseException:
-            self._deferred = []
-            if self.db.in_transaction:
-                self.db.execute("ROLLBACK")
-            self._cursor_rows = None  # it may name rows rolled back
+            self._abandon()
             raise
         finally:
             self._grouping = False
@@ -645,33 +756,52 @@ class Store:
                 self.journal_error = f"{type(exc).__name__}: {exc}"
                 self.journal = None
             else:
-                self._journal_seq = self._pending = seq
+                self._journal_seq = seq
+                self._pending = (seq, group)
                 return
-        self._flush()
-        if self.db.in_transaction:
-            self.db.execute("COMMIT")
+        self._commit_group(None, group, "cannot commit a group of writes (not in the journal)")
 
     def commit(self) -> None:
-        """Commit the journaled group still pending, with the journal's seq it reached (a
-        failure is left to the journal: ``commit_error``, and the next start replays it)."""
+        """Commit the journaled group still pending, with the journal's seq it reached.  A
+        failure is tried again from the group's record; if that fails too, the store has
+        failed: :class:`StoreError`, raised here and by every later group or commit."""
+        if self.failed is not None:
+            raise self.failed
         if self._pending is None:
             return
-        seq, self._pending = self._pending, None
+        seq, group = self._pending
+        assert self.journal is not None
+        self._commit_group(seq, group, f"cannot commit group {seq} (kept in {self.journal.path})")
+        self._pending = None
+        if self.journal.size > JOURNAL_MAX:
+            self._empty_journal()
+
+    def _commit_group(self, seq: int | None, statements: list[Statement] | None, doing: str) -> None:
+        """Commit the group in the making (its deferred writes, and the journal's ``seq``).
+        On a failure it is rolled back and tried again from ``statements``; without them
+        (a group not recorded) there is nothing to try again: ``failed``."""
         try:
             self._flush()
-            if not self.db.in_transaction:
-                self.db.execute("BEGIN IMMEDIATE")
-            self._set_journal_seq(seq)
-            self.db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._deferred = []
+            if seq is not None:
+                if not self.db.in_transaction:
+                    self.db.execute("BEGIN IMMEDIATE")
+                self._set_journal_seq(seq)
             if self.db.in_transaction:
+                self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._abandon()
+            if not statements:
+                self.failed = store_error(exc, doing)
+                raise self.failed from None
+            self._apply_retrying(seq, statements, doing)
+
+    def _abandon(self) -> None:
+        """Roll the group in the making back (what failed may have rolled it back already)."""
+        self._deferred = []
+        self._cursor_rows = None  # it may name rows rolled back
+        if self.db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):  # a failing file: the retry says so
                 self.db.execute("ROLLBACK")
-            self._cursor_rows = None
-            self.commit_error = f"{type(exc).__name__}: {exc}"
-            return
-        if self.journal is not None and self.journal.size > JOURNAL_MAX:
-            self.journal.clear()  # all in the database now
 
     @contextlib.contextmanager
     def _transaction(self, *, writes_only: bool = False) -> Iterator[None]:

@@ -301,6 +301,7 @@ def test_a_corrupt_store_is_moved_aside_and_the_daemon_starts_fresh(user, damage
     assert aside.parent == store.parent and aside.name.startswith("minimix.sqlite3.corrupt")
     assert aside.read_bytes() == bad  # kept as it was, for a post-mortem
     assert aside.name not in leftovers
+    assert aside.with_name(aside.name + ".journal").exists()  # its journal with it, not deleted
 
     user.wait_joined(room, NICK)  # the bookmarks still say where to be
     post(user, room, ["after the damage"])
