@@ -9,6 +9,7 @@ journal, skipped a group whose commit failed, discarded a journal it could not r
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 
 import pytest
@@ -147,7 +148,7 @@ def fill(store):
 
 
 def journal_seq(path):
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
         return db.execute("SELECT seq FROM journal_state").fetchone()[0]
 
 

@@ -9,15 +9,19 @@ and shared memory were world-readable.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import stat
+
+import pytest
 
 from harness import DaemonProcess
 from harness.relays import post, wait_text
 from harness.store import state_dir
 
 NICK = "Ally"
-EX_TEMPFAIL = 75
+EX_IOERR, EX_TEMPFAIL, EX_CONFIG = 74, 75, 78
 
 
 def start_in_room(user, room: str):
@@ -77,3 +81,39 @@ def test_a_start_under_umask_022_leaves_every_file_private(user):
     assert mode(state) == 0o700
     assert {name: m for name, m in files.items() if m != 0o600} == {}
     assert d.grep(r"was readable by others: made private .*mode=755")
+
+
+def store_kept(state) -> tuple:
+    """What must survive a refused start: the store's files by name (none moved aside), its
+    journal's bytes, its schema version and every row (SQLite may checkpoint its WAL)."""
+    store = state / "minimix.sqlite3"
+    with contextlib.closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as db:
+        rows = list(db.iterdump()), db.execute("PRAGMA user_version").fetchone()
+    names = sorted(p.name for p in state.iterdir() if p.name.startswith("minimix.sqlite3") and "-" not in p.name)
+    return names, (state / "minimix.sqlite3.journal").read_bytes(), rows
+
+
+@pytest.mark.parametrize(("cause", "code", "said"), [
+    ("written by a newer minimix", EX_CONFIG, "newer than this minimix"),
+    ("locked by another program", EX_IOERR, "database is locked"),
+])
+def test_a_store_that_cannot_be_used_refuses_the_start_and_is_left_as_it_is(user, cause, code, said):
+    room = user.room(prefix="kitchen")
+    d = start_in_room(user, room)
+    assert d.stop() == 0
+    state = state_dir(d)
+    db = sqlite3.connect(str(state / "minimix.sqlite3"), isolation_level=None)
+    if cause == "written by a newer minimix":
+        db.execute("PRAGMA user_version = 999")
+    before = store_kept(state)
+    if cause == "locked by another program":
+        db.execute("PRAGMA locking_mode = EXCLUSIVE")
+        db.execute("BEGIN EXCLUSIVE")
+    mark = len(d.lines)
+    d.start()
+    assert d.wait() == code, d.tail()
+    (line,) = d.grep(r"the store cannot be used", since=mark)
+    assert said in line, line
+    assert not d.grep(r"session established|Traceback", since=mark), d.tail()
+    db.close()
+    assert store_kept(state) == before  # nothing moved aside, nothing deleted
