@@ -19,11 +19,15 @@ def snapshot_path(state_dir: Path) -> Path:
 
 
 def write_snapshot(path: Path, data: dict[str, Any]) -> None:
-    """Atomically: a reader never sees half a file."""
+    """Atomically: a reader never sees half a file, nor, after a power loss, an empty one
+    (the data is synced before the rename makes it the snapshot).  The directory is not
+    synced: a rename lost to a power loss leaves the previous snapshot, which is whole."""
     fd, tmp = tempfile.mkstemp(prefix=".status-", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fdatasync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
