@@ -10,6 +10,8 @@ one), run one after the other:
            relayed message, throughput (direct fan-out vs relay to 3 clients);
 - catchup: bench/catchup_bench.py: catch-up of 20 rooms x 500 messages from MAM after a
            restart, daemon vs bench/bare_catchup.py; the store's size per 10,000 messages.
+- durability: bench/durability_bench.py (no server): what the store's writes on the relay's
+           path cost, and what syncing each to the disk would add (reported, no target).
 
 Join section. Setup (once): a Prosody (tests/servers) with muc_room_cache_size raised (the
 default of 100 swaps occupied rooms to disk and makes many joins server-bound), one account
@@ -71,7 +73,7 @@ TARGETS = {
     "idle_cpu_per_60s": 0.2,  # daemon CPU seconds per 60 s idle
 }
 RESULTS = BENCH_DIR / "results" / "latest.json"
-SECTIONS = ("join", "relay", "catchup")
+SECTIONS = ("join", "relay", "catchup", "durability")
 DAEMON_FROM: str | None = None
 
 
@@ -685,6 +687,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="repeats of a noisy catch-up run (default 1: the runs are long; the least noisy "
         "attempt is kept)",
     )
+    g = p.add_argument_group("durability section")
+    g.add_argument("--durability-n", type=int, default=None, help="repetitions (default 2000, --quick 500)")
+    g.add_argument(
+        "--durability-n-sync",
+        type=int,
+        default=None,
+        help="repetitions of what syncs to the disk (default 200, --quick 50)",
+    )
+    g.add_argument(
+        "--durability-dir",
+        help="measure in this directory (default: the nearest existing one of the default state dir)",
+    )
     p.add_argument(
         "--json",
         type=Path,
@@ -705,6 +719,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.catchup_noise_retries = min(1, args.noise_retries)
     if args.catchup_rounds is None:
         args.catchup_rounds = args.rounds
+    if args.durability_n is None:
+        args.durability_n = 500 if quick else 2000
+    if args.durability_n_sync is None:
+        args.durability_n_sync = 50 if quick else 200
     args.sections = [x.strip() for x in args.sections.split(",") if x.strip()]
     unknown = set(args.sections) - set(SECTIONS)
     if unknown:
@@ -841,6 +859,16 @@ def main(argv: list[str] | None = None) -> int:
                 }
         finally:
             srv.stop()
+
+    if "durability" in args.sections:
+        import durability_bench
+
+        log(f"durability section (daemon at {daemon_revision()}): no server")
+        measured = durability_bench.measure(args)
+        durability_lines, table = durability_bench.report(measured)
+        tables.append(table)
+        lines += durability_lines
+        results["durability"] = {**measured, "markdown": table}
 
     met = sum(1 for t in targets.values() if t["met"])
     results["targets"] = targets

@@ -17,6 +17,7 @@ import random
 import signal
 import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -194,6 +195,8 @@ class App:
         self._idle = False  # the loop's task is parked, waiting for an event (see handle_now)
         self._lock: int | None = None  # the state dir's lock (statedir.lock)
         self._exit = os._exit  # ends the process at once, nothing more sent (tests replace it)
+        # one thread: the snapshots are written in order, the newest last
+        self._snapshot_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="status")
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -712,8 +715,17 @@ class App:
             "stopped": stopped,
             "rooms": rooms,
         }
+        path = status_file.snapshot_path(self.config.storage.state_dir)
+        if stopped:  # the last one: once those still being written are done
+            self._snapshot_writer.shutdown(wait=True)
+            self._save_snapshot(path, data)
+        else:  # its sync to the disk takes milliseconds: not in the loop, where relays wait
+            self._snapshot_writer.submit(self._save_snapshot, path, data)
+
+    @staticmethod
+    def _save_snapshot(path: Any, data: dict[str, Any]) -> None:
         try:
-            status_file.write_snapshot(status_file.snapshot_path(self.config.storage.state_dir), data)
+            status_file.write_snapshot(path, data)
         except OSError as exc:
             log.warning("cannot write the status file", error=str(exc))
 
