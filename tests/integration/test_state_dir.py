@@ -10,9 +10,12 @@ and shared memory were world-readable.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 
 import pytest
 
@@ -117,3 +120,21 @@ def test_a_store_that_cannot_be_used_refuses_the_start_and_is_left_as_it_is(user
     assert not d.grep(r"session established|Traceback", since=mark), d.tail()
     db.close()
     assert store_kept(state) == before  # nothing moved aside, nothing deleted
+
+
+def test_the_doctor_runs_next_to_the_daemon_on_its_state_dir_and_finds_it_private(user):
+    """The doctor takes no lock and opens no store: it checks the running daemon's state dir."""
+    room = user.room(prefix="kitchen")
+    d = start_in_room(user, room)
+    mark = len(d.lines)
+    run = subprocess.run([sys.executable, "-m", "minimix", "doctor", "--json", "--config", str(d.config_file)],
+                         capture_output=True, text=True, timeout=90, check=False,
+                         env={k: v for k, v in os.environ.items() if k not in ("CREDENTIALS_DIRECTORY",
+                                                                                "STATE_DIRECTORY")})
+    assert run.returncode == 0, run.stdout + run.stderr
+    rows = {c["check"]: c for c in json.loads(run.stdout)["checks"]}
+    assert rows["state dir"]["status"] == "ok" and "private" in rows["state dir"]["detail"], rows["state dir"]
+    assert rows["config file"]["status"] == "ok", rows["config file"]
+    user.settle()
+    assert d.running and user.daemon_nick(room) == NICK
+    assert not d.grep(r"session established|connection lost", since=mark), d.tail()
