@@ -301,11 +301,11 @@ class App:
             state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             for path, mode in statedir.make_private(state_dir):
                 log.warning("was readable by others: made private", path=str(path), mode=f"{mode:o}")
+            self._lock = statedir.lock(state_dir)  # before the store and the network; held until the exit
         except OSError as exc:
             raise ConfigError(
                 f"{self.config.path}: [storage]: state_dir: cannot use {state_dir}: {exc.strerror or exc}"
             ) from None
-        self._lock = statedir.lock(state_dir)  # before the store and the network; held until the exit
 
         def moved_aside(reason: str, moved: object) -> None:
             log.error("the store was unreadable (corrupt): moved aside with its WAL and journal, starting a fresh one",

@@ -183,7 +183,7 @@ def _result_code(exc: BaseException) -> int | None:
     return code & 0xFF if isinstance(code, int) else None  # extended codes: the low byte
 
 
-def is_corrupt(exc: BaseException) -> bool:
+def _is_corrupt(exc: BaseException) -> bool:
     """Whether SQLite itself says the file is damaged: the one reason to move it aside."""
     return isinstance(exc, _IntegrityCheckFailed) or _result_code(exc) in _CORRUPT
 
@@ -279,13 +279,13 @@ class Store:
         self._pending: tuple[int, list[Statement]] | None = None  # a journaled group not committed yet
         self._deferred: list[Statement] = []  # its writes not run yet (see _transaction)
         self._deferring = False
-        self.failed: StoreError | None = None  # a group could not be committed: nothing more is
+        self.failed: StoreError | None = None  # a group could not be committed: no group or commit more
         self.journal = None if str(path) == ":memory:" else Journal(f"{path}.journal")
         self.journal_error: str | None = None  # why the journal was given up (commits before sends then)
         try:
             self.db = self._open()
         except sqlite3.Error as exc:
-            if str(path) == ":memory:" or not is_corrupt(exc):
+            if str(path) == ":memory:" or not _is_corrupt(exc):
                 raise store_error(exc, f"cannot open the store {path}") from None
             moved = self._move_aside()
             if on_reset is not None:
@@ -348,8 +348,7 @@ class Store:
                 self._set_journal_seq(seq)
             self.db.execute("COMMIT")
         except BaseException:
-            if self.db.in_transaction:
-                self.db.execute("ROLLBACK")
+            self._abandon()
             raise
 
     def _apply_retrying(self, seq: int | None, statements: list[Statement], doing: str) -> None:
