@@ -95,3 +95,15 @@ def test_a_second_lock_on_a_state_dir_names_the_holder_and_the_first_is_kept(tmp
     assert (state / statedir.LOCK_FILENAME).read_text() == f"{os.getpid()}\n"
     assert mode(state / statedir.LOCK_FILENAME) == 0o600
     os.close(fd)
+
+
+def test_a_state_dir_reached_through_a_link_is_made_private_and_links_in_it_are_left_alone(tmp_path, umask_022):
+    real = made_under_umask_022(tmp_path)
+    (tmp_path / "elsewhere").write_text("not minimix's")
+    (real / "status.json").unlink()
+    (real / "status.json").symlink_to(tmp_path / "elsewhere")
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    make_private(link)
+    assert mode(real) == 0o700 and mode(real / "minimix.sqlite3") == 0o600
+    assert mode(tmp_path / "elsewhere") == 0o644

@@ -39,12 +39,12 @@ def loose_modes(state_dir: Path) -> list[tuple[Path, int, bool]]:
     found = []
     paths = [state_dir, *(p for p in _entries(state_dir) if p.name.startswith(OWN_FILES))]
     for path in paths:
-        try:
-            info = path.lstat()
+        try:  # the state dir as configured (a link to it is followed); links in it are not ours
+            info = path.stat() if path == state_dir else path.lstat()
         except FileNotFoundError:
             continue
         if stat.S_ISLNK(info.st_mode):
-            continue  # not one of ours (never followed)
+            continue
         if (mode := loose_mode(info.st_mode)) is not None:
             found.append((path, mode, info.st_uid == os.geteuid()))
     return found
