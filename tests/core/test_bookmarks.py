@@ -11,7 +11,7 @@ from minimix.core.bookmarks import (
     validate,
     wants,
 )
-from minimix.core.room import Want
+from minimix.core.types import Want
 
 PEP, LEGACY = Source.PEP, Source.LEGACY
 

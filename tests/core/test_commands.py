@@ -9,7 +9,6 @@ import pytest
 
 from minimix.core import actions as A
 from minimix.core import commands as C
-from minimix.core.bookmarks import RawItem, Source
 from minimix.core.engine import Engine
 from minimix.core.events import (
     CatchUpDone,
@@ -22,6 +21,7 @@ from minimix.core.events import (
     SessionEstablished,
 )
 from minimix.core.relay import Mode, mentions
+from minimix.core.types import RawItem, Source
 
 ROOM = "kitchen@muc.example"
 NOW = 1000.0

@@ -6,10 +6,10 @@ from __future__ import annotations
 import random
 
 from minimix.core import actions as A
-from minimix.core.bookmarks import RawItem, Source
 from minimix.core.engine import Engine
 from minimix.core.events import CatchUpDone, PepBookmarksLoaded, SelfAvailable, SessionEstablished
 from minimix.core.policy import RoomPolicy
+from minimix.core.types import RawItem, Source
 
 ROOMS = tuple(f"r{i}@muc.example" for i in range(5))
 

@@ -20,8 +20,9 @@ from minimix.core.events import (
     TimerKind,
 )
 from minimix.core.policy import RoomPolicy
-from minimix.core.room import RoomState, Want
+from minimix.core.room import RoomState
 from minimix.core.rooms import Rooms, plan
+from minimix.core.types import Want
 
 ROOMS = [f"r{i}@muc.example" for i in range(4)]
 NICKS = ["alice", "al", "alice_"]

@@ -21,7 +21,8 @@ from minimix.core.events import (
     Wanted,
 )
 from minimix.core.policy import RoomPolicy
-from minimix.core.room import TRANSITIONS, Ctx, IllegalTransition, Room, RoomState, Want
+from minimix.core.room import TRANSITIONS, Ctx, IllegalTransition, Room, RoomState
+from minimix.core.types import Want
 
 R = "room@muc.example"
 S = RoomState

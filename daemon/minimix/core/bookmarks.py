@@ -12,35 +12,13 @@ Anything malformed is skipped and reported once per item and reason.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from minimix.core.actions import Note
-from minimix.core.room import Want
+from minimix.core.types import RawItem, Source, Want
 
 MAX_NICK_BYTES = 1023  # RFC 7622 §3.4: a resourcepart is at most 1023 octets
-
-
-class Source(enum.Enum):
-    PEP = "xep-0402"
-    LEGACY = "xep-0048"
-
-
-@dataclass(frozen=True, slots=True)
-class RawItem:
-    """A bookmark as found on the server, before validation."""
-
-    item_id: str
-    source: Source
-    room: str | None  # the normalised bare room JID; None if item_id is not one
-    has_payload: bool = True
-    autojoin: str | None = None
-    name: str | None = None
-    nick: str | None = None
-    password: str | None = None
-    nick_ok: bool = True  # False if the nick failed resourceprep
-    room_error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from minimix.core.bookmarks import RawItem
+from minimix.core.types import RawItem
 
 
 class TimerKind(enum.Enum):

@@ -41,6 +41,7 @@ from minimix.core.events import (
     Wanted,
 )
 from minimix.core.policy import RoomPolicy
+from minimix.core.types import Want
 
 
 class RoomState(enum.Enum):
@@ -55,12 +56,6 @@ class RoomState(enum.Enum):
 
 class IllegalTransition(Exception):
     """An event arrived in a state that has no transition for it (a bug)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Want:
-    nick: str
-    password: str | None = None
 
 
 # Join errors (XEP-0045 §7.2) and what we do about each.

@@ -22,7 +22,8 @@ from typing import Any
 from minimix.core import actions as A
 from minimix.core.events import Disconnected, JoinSlot, RoomEvent, Unwanted, Wanted
 from minimix.core.policy import RoomPolicy
-from minimix.core.room import Ctx, Room, RoomState, Want
+from minimix.core.room import Ctx, Room, RoomState
+from minimix.core.types import Want
 
 
 def plan(
