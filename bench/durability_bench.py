@@ -26,7 +26,8 @@ from pathlib import Path
 
 from minimix import status
 from minimix.config import default_state_dir
-from minimix.store import JOURNAL_MAX, AckMark, Store, StoredMessage
+from minimix.core.ledger import InFlight, Logged
+from minimix.store import JOURNAL_MAX, AckMark, Store
 
 CLIENTS = ("phone", "laptop", "tablet")
 XML = "<message from='room@muc.example/bob' type='groupchat'><body>" + "x" * 300 + "</body></message>"
@@ -74,10 +75,11 @@ class _Relays:
     def batch(self, i: int) -> None:
         store = self.store
         with store.grouped(journaled=True):
-            store.store_message(StoredMessage(i + 1, "room@muc.example", f"sid-{i}", "bob", False, time.time(),
-                                              "x" * 300, None, "[room] bob: " + "x" * 300, XML, f"sid:sid-{i}"))
-            store.relays_sent([(f"mmx-{i}-{c}", c, "room@muc.example", i + 1, "sm-id", 3 * i + k)
-                               for k, c in enumerate(CLIENTS)], ("sm-id", i))
+            store.apply([Logged(i + 1, "room@muc.example", f"sid-{i}", "bob", False, time.time(), "x" * 300, None,
+                                "[room] bob: " + "x" * 300, XML, f"sid:sid-{i}", (f"sid-{i}", time.time()))])
+            store.apply([InFlight(f"mmx-{i}-{c}", c, "room@muc.example", i + 1, ("sm-id", 3 * i + k))
+                         for k, c in enumerate(CLIENTS)])
+            store.record_stream("sm-id", i)
         if self.sync_journal:
             assert store.journal is not None and store.journal._fd is not None
             os.fdatasync(store.journal._fd)

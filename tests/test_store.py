@@ -5,8 +5,9 @@ import sqlite3
 
 import pytest
 
+from minimix.core.ledger import CursorMoved, Flight, InFlight, LedgerState, Settled
 from minimix.core.relay import ClientSettings, Mode
-from minimix.store import FILENAME, Store, StoredMessage
+from minimix.store import FILENAME, Store
 
 
 def test_client_settings_roundtrip(tmp_path):
@@ -60,75 +61,16 @@ def test_grouped_writes_commit_once_and_each_call_stays_all_or_nothing(tmp_path)
     store.close()
 
 
-def test_relays_in_flight_settle_into_cursors(tmp_path):
-    """Sent: in flight, and a client's first relay in a room starts its cursor just before it.
-    Delivered: the cursor moves to the highest of them (never back) and they leave the table;
-    lost: they only leave it.  Delivered ids may come in any order, in any number."""
-    store = Store(tmp_path / "s.sqlite3")
-    rows = [(f"r{seq}-{c}", c, "a@muc", seq, "sm", seq) for seq in range(10, 1010) for c in ("phone", "laptop")]
-    store.relays_sent(rows, ("sm", 5))
-    assert store.cursors() == {("phone", "a@muc"): 9, ("laptop", "a@muc"): 9}
-    store.relays_delivered([f"r{seq}-phone" for seq in reversed(range(10, 1005))] + ["unknown", "r20-phone"])
-    store.relays_lost(["r1009-laptop"])
-    assert store.cursors() == {("phone", "a@muc"): 1004, ("laptop", "a@muc"): 9}
-    assert {r[0] for r in store.inflight()} == {f"r{s}-phone" for s in range(1005, 1010)} | {
-        f"r{s}-laptop" for s in range(10, 1009)
-    }
-    store.relays_delivered(["r500-laptop"])
-    store.relays_delivered(["r12-laptop"])  # an older one acked late: the cursor stays
-    assert store.cursors()[("laptop", "a@muc")] == 500
-    store.relays_sent([("r2000-tablet", "tablet", "a@muc", 2000, None, None)], None)
-    assert store.cursors()[("tablet", "a@muc")] == 1999
-    store.relays_sent([("r2001-tablet", "tablet", "a@muc", 2001, None, None)], None)
-    assert store.cursors()[("tablet", "a@muc")] == 1999  # only the first relay starts it
-    store.close()
 
 
-def test_a_cursor_is_rewound_after_a_bounce_and_never_moved_forward_by_it(tmp_path):
-    store = Store(tmp_path / "s.sqlite3")
-    store.relays_sent([("r1", "phone", "a@muc", 10, None, None), ("r2", "phone", "a@muc", 11, None, None)], None)
-    store.relays_delivered(["r1", "r2"])
-    store.rewind_cursor("phone", "a@muc", 9)
-    assert store.cursors() == {("phone", "a@muc"): 9}
-    store.rewind_cursor("phone", "a@muc", 10)  # a later bounce of an earlier position: no
-    assert store.cursors() == {("phone", "a@muc"): 9}
-    store.rewind_cursor("tablet", "a@muc", 4)  # no cursor yet: it starts there
-    store.relays_sent([("r3", "tablet", "a@muc", 12, None, None)], None)
-    assert store.cursors()[("tablet", "a@muc")] == 4
-    store.close()
 
 
-def test_a_relay_acked_by_the_server_stays_in_flight_marked_as_acked(tmp_path):
-    store = Store(tmp_path / "s.sqlite3")
-    store.relays_sent([("r1", "phone", "a@muc", 10, "sm", 3), ("r2", "phone", "a@muc", 11, "sm", 4)], ("sm", 1))
-    store.relays_acked(["r1", "unknown"])
-    assert [(r[0], r[6]) for r in sorted(store.inflight())] == [("r1", True), ("r2", False)]
-    store.relays_delivered(["r1"])  # its receipt
-    assert [r[0] for r in store.inflight()] == ["r2"]
-    store.close()
-
-
-def test_which_clients_answer_receipts_is_kept(tmp_path):
-    store = Store(tmp_path / "s.sqlite3")
-    store.set_offline_since("phone", 7)
-    store.set_answers_receipts("phone", True)
-    store.set_answers_receipts("laptop", True)
-    store.set_answers_receipts("laptop", False)
-    store.close()
-    store = Store(tmp_path / "s.sqlite3")
-    assert store.receipt_clients() == {"phone"}
-    assert store.offline_since() == {"phone": 7}  # the same row, untouched
-    store.close()
-
-
-def test_a_cursor_rolled_back_is_started_again(tmp_path):
+def test_changes_rolled_back_with_their_group_are_not_kept(tmp_path):
     store = Store(tmp_path / "s.sqlite3")
     with pytest.raises(RuntimeError), store.grouped():
-        store.relays_sent([("r1", "phone", "a@muc", 7, None, None)], None)
+        store.apply([CursorMoved("phone", "a@muc", 6), InFlight("r1", "phone", "a@muc", 7)])
         raise RuntimeError("boom")
-    assert store.cursors() == {}
-    store.relays_sent([("r2", "phone", "a@muc", 8, None, None)], None)
-    assert store.cursors() == {("phone", "a@muc"): 7}
+    assert store.load() == LedgerState()
     store.close()
 
 
@@ -137,12 +79,15 @@ def test_a_cursor_rolled_back_is_started_again(tmp_path):
 KILLED_RUN = """
 import os, signal, sys
 sys.path.insert(0, {daemon!r})
-from minimix.store import Store, StoredMessage
+from minimix.core.ledger import CursorMoved, InFlight, Logged
+from minimix.store import Store
 store = Store({path!r})
 with store.grouped(journaled=True):
-    store.store_message(StoredMessage(1, "r@muc", "s1", "bob", False, 1.0, "hi", None, "[r] bob: hi", "<message/>", "sid:s1"), ("s1", 1.0))
-    store.relays_sent([("mmx-1", "phone", "r@muc", 1, "sm", 5)], ("sm", 7))
-    store.rewind_cursor("laptop", "r@muc", 0)
+    store.apply([Logged(1, "r@muc", "s1", "bob", False, 1.0, "hi", None, "[r] bob: hi", "<message/>", "sid:s1",
+                        ("s1", 1.0))])
+    store.apply([CursorMoved("phone", "r@muc", 0), InFlight("mmx-1", "phone", "r@muc", 1, ("sm", 5))])
+    store.record_stream("sm", 7)
+    store.apply([CursorMoved("laptop", "r@muc", 0)])
 # the relays would go out here; killed before the store commits the group to SQLite
 os.kill(os.getpid(), signal.SIGKILL)
 """
@@ -166,9 +111,10 @@ def test_a_journaled_group_killed_before_its_commit_is_replayed(tmp_path):
     store = Store(path)
     assert store.replayed == 1
     assert [m.body for m in store.messages_after({}, 0, 10)[0]] == ["hi"]
-    assert store.inflight() == [("mmx-1", "phone", "r@muc", 1, "sm", 5, False)]
+    state = store.load()
+    assert state.flights == {"mmx-1": Flight("phone", "r@muc", 1, False, ("sm", 5))}
     assert store.sm_session() == ("sm", 7)
-    assert store.cursors() == {("phone", "r@muc"): 0, ("laptop", "r@muc"): 0}
+    assert state.cursors == {("phone", "r@muc"): 0, ("laptop", "r@muc"): 0}
     assert store.room_states()["r@muc"][0] == "s1"
     assert path.with_name(FILENAME + ".journal").stat().st_size == 0  # emptied once applied
     store.close()
@@ -179,13 +125,13 @@ def test_a_group_in_sqlite_is_not_replayed_again(tmp_path):
     path = tmp_path / FILENAME
     store = Store(path)
     with store.grouped(journaled=True):
-        store.relays_sent([("mmx-1", "phone", "r@muc", 1, None, None)], None)
+        store.apply([InFlight("mmx-1", "phone", "r@muc", 1)])
     store.commit()
-    store.relays_lost(["mmx-1"])  # after the group: replaying it would bring the relay back
+    store.apply([Settled(("mmx-1",))])  # after the group: replaying it would bring the relay back
     store.db.close()  # as if killed: the journal still holds the group
     assert path.with_name(FILENAME + ".journal").stat().st_size > 0
     store = Store(path)
-    assert store.replayed == 0 and store.inflight() == []
+    assert store.replayed == 0 and store.load().flights == {}
 
 
 def test_a_torn_record_is_ignored(tmp_path):
@@ -224,18 +170,3 @@ def test_a_moved_aside_store_takes_its_journal_with_it(tmp_path):
         path.with_name(FILENAME + suffix).unlink(missing_ok=True)
     store = Store(path, on_reset=lambda reason, moved: None)
     assert store.replayed == 0 and store.messages_after({}, 0, 10)[0] == []
-
-
-def test_pruning_keeps_the_newest_message_so_the_sequence_goes_on(tmp_path):
-    """A week of silence in every room prunes the whole log; the next start must not give
-    new messages numbers at or below the clients' cursors (they would count as delivered)."""
-    path = tmp_path / "minimix.sqlite3"
-    store = Store(path)
-    for seq in (1, 2, 3):
-        store.store_message(StoredMessage(seq, "r@m", f"id{seq}", "bob", False, 1000.0 + seq, "hi", None, "t", "<m/>"))
-    store.relays_sent([("mmx-1", "phone", "r@m", 3, None, None)], None)
-    store.relays_delivered(["mmx-1"])
-    assert store.prune(5000.0) == 2
-    store.close()
-    store = Store(path)
-    assert store.max_seq() == 3 and store.cursors() == {("phone", "r@m"): 3}

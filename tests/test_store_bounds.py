@@ -8,13 +8,21 @@ import time
 import xml.etree.ElementTree as ET
 from xml.sax.saxutils import escape
 
+from minimix.core.ledger import (
+    AnswersReceipts,
+    Away,
+    ClientsForgotten,
+    CursorMoved,
+    CursorsForgotten,
+    InFlight,
+    Logged,
+)
 from minimix.store import (
     FILENAME,
     KEPT_TEXT_MAX,
     KEPT_XML_MAX,
     MIGRATIONS,
     Store,
-    StoredMessage,
     kept,
 )
 
@@ -22,11 +30,11 @@ ROOM = "r@muc.example"
 YEAR_2999 = 32472144000.0
 
 
-def message(seq: int, stamp: float, **kw) -> StoredMessage:
+def message(seq: int, stamp: float, **kw) -> Logged:
     fields = dict(stanza_id=f"s{seq}", nick="bob", private=False, stamp=stamp, body=f"m{seq}", subject=None,
-                  text=f"[r] bob: m{seq}", xml=f"<message xmlns='jabber:client'><body>m{seq}</body></message>")
+                  text=f"[r] bob: m{seq}", ref=f"<message xmlns='jabber:client'><body>m{seq}</body></message>")
     fields.update(kw)
-    return StoredMessage(seq, ROOM, **fields)
+    return Logged(seq, ROOM, **fields)
 
 
 def downgraded(path, version: int) -> None:
@@ -42,8 +50,7 @@ def downgraded(path, version: int) -> None:
 def test_an_upgrade_dates_what_an_occupant_dated_in_the_future_now(tmp_path):
     path = tmp_path / FILENAME
     store = Store(path)
-    store.store_message(message(1, 1000.0))
-    store.store_message(message(2, YEAR_2999), ("forged", YEAR_2999))
+    store.apply([message(1, 1000.0), message(2, YEAR_2999, room_cursor=("forged", YEAR_2999))])
     store.close()
     downgraded(path, 6)
     before = time.time()
@@ -51,7 +58,7 @@ def test_an_upgrade_dates_what_an_occupant_dated_in_the_future_now(tmp_path):
     stamps = dict(store.db.execute("SELECT seq, stamp FROM message"))
     assert stamps[1] == 1000.0
     assert before - 1 <= stamps[2] <= time.time() + 1
-    store.store_message(message(3, time.time() + 60))  # pruning always keeps the newest message
+    store.apply([message(3, time.time() + 60)])  # pruning always keeps the newest message
     assert store.prune(time.time() + 2) == 2  # retention reaches it now
     (last_id, last_stamp, _), = store.room_states().values()
     assert last_id == "forged" and before - 1 <= last_stamp <= time.time() + 1
@@ -60,8 +67,8 @@ def test_an_upgrade_dates_what_an_occupant_dated_in_the_future_now(tmp_path):
 
 def test_storing_a_message_moves_the_room_cursor_only_as_told(tmp_path):
     store = Store(tmp_path / FILENAME)
-    store.store_message(message(1, 1000.0), ("s1", 1000.0))
-    store.store_message(message(2, 1001.0, stanza_id="forged", private=True))  # the core says: no
+    store.apply([message(1, 1000.0, room_cursor=("s1", 1000.0))])
+    store.apply([message(2, 1001.0, stanza_id="forged", private=True)])  # the core says: no
     assert store.room_states() == {ROOM: ("s1", 1000.0, None)}
 
 
@@ -75,11 +82,11 @@ def test_a_huge_message_is_kept_cut_with_a_reduced_well_formed_original():
     original = (f"<message xmlns='jabber:client' from='{ROOM}/bob' id='m-1' type='groupchat' xml:lang='en'>"
                 f"<body>{escape(body)}</body><stanza-id xmlns='urn:xmpp:sid:0' by='{ROOM}' id='s1'/>"
                 f"<junk xmlns='urn:example'>{'y' * 100_000}</junk></message>")
-    m = kept(message(1, 1000.0, body=body, text=f"[r] bob: {body}", xml=original))
-    assert len(m.xml.encode()) <= KEPT_XML_MAX
+    m = kept(message(1, 1000.0, body=body, text=f"[r] bob: {body}", ref=original))
+    assert len(m.ref.encode()) <= KEPT_XML_MAX
     assert len(m.body) < KEPT_TEXT_MAX + 100 and len(m.text) < KEPT_TEXT_MAX + 100
     assert m.body.startswith("<&>\"' xxx") and m.body.endswith("more characters not kept]")
-    root = ET.fromstring(m.xml)
+    root = ET.fromstring(m.ref)
     assert root.tag == "{jabber:client}message"
     assert (root.get("from"), root.get("id"), root.get("type")) == (f"{ROOM}/bob", "m-1", "groupchat")
     assert root.findtext("{jabber:client}body").startswith("<&>\"' xxx")
@@ -92,41 +99,36 @@ def test_a_huge_private_message_keeps_no_id_of_the_room_and_no_huge_id_of_its_se
     long_id = "i" * 5000
     original = (f"<message xmlns='jabber:client' from='{ROOM}/bob' id='{long_id}' type='chat'>"
                 f"<body>{'z' * 70_000}</body></message>")
-    m = kept(message(2, 1000.0, private=True, stanza_id=None, body="z" * 70_000, xml=original))
-    root = ET.fromstring(m.xml)
+    m = kept(message(2, 1000.0, private=True, stanza_id=None, body="z" * 70_000, ref=original))
+    root = ET.fromstring(m.ref)
     assert (root.get("type"), root.get("id")) == ("chat", None)
     assert root.find("{urn:xmpp:sid:0}stanza-id") is None
 
 
 def test_clients_away_are_recorded_with_their_time_and_forgotten_as_told(tmp_path):
     store = Store(tmp_path / FILENAME)
-    before = time.time()
     for client in ("r-1", "r-2", "back"):
-        store.relays_sent([(f"{client}-relay", client, ROOM, 3, None, None)], None)
-        store.relays_delivered([f"{client}-relay"])
-        store.relays_sent([(f"{client}-lost", client, ROOM, 4, None, None)], None)
-        store.set_answers_receipts(client, True)
-        store.set_offline_since(client, 4)
-    store.set_offline_since("back", None)
-    away = store.away_since()
-    assert set(away) == {"r-1", "r-2"} and all(before <= t <= time.time() for t in away.values())
-    store.forget_cursors(["r-1"])
-    store.forget_clients(["r-2"])
-    assert set(store.cursors()) == {("back", ROOM)}
-    assert {row[1] for row in store.inflight()} == {"back"}
-    assert store.offline_since() == {"r-1": 4}
-    assert store.receipt_clients() == {"r-1", "back"}
-    store.relays_sent([("r-1-again", "r-1", ROOM, 9, None, None)], None)  # back, a relay: a new cursor
-    assert store.cursors()[("r-1", ROOM)] == 8
+        store.apply([
+            CursorMoved(client, ROOM, 3), InFlight(f"{client}-lost", client, ROOM, 4),
+            AnswersReceipts(client, True), Away(client, 4, 5000.0),
+        ])
+    store.apply([Away("back", None)])
+    state = store.load()
+    assert state.away_at == {"r-1": 5000.0, "r-2": 5000.0}
+    store.apply([CursorsForgotten(("r-1",)), ClientsForgotten(("r-2",))])
+    state = store.load()
+    assert set(state.cursors) == {("back", ROOM)}
+    assert {f.client for f in state.flights.values()} == {"back"}
+    assert state.away == {"r-1": 4}
+    assert state.receipts == {"r-1", "back"}
 
 
 def test_an_upgrade_counts_the_clients_away_before_it_as_away_from_then(tmp_path):
     path = tmp_path / FILENAME
     store = Store(path)
-    store.set_offline_since("old", 7)
-    store.set_offline_since("here", None)
+    store.apply([Away("old", 7, 1.0), Away("here", 3, 1.0), Away("here", None)])
     store.close()
     downgraded(path, 7)
     before = time.time()
-    away = Store(path).away_since()
-    assert list(away) == ["old"] and before - 1 <= away["old"] <= time.time() + 1
+    away_at = Store(path).load().away_at
+    assert list(away_at) == ["old"] and before - 1 <= away_at["old"] <= time.time() + 1

@@ -37,7 +37,7 @@ from minimix.core.engine import Engine
 from minimix.core.events import (
     CatchUpDone,
     CatchUpPage,
-    ClientsAway,
+    ExpiryDue,
     KnownMessages,
     PlaybackLoaded,
     RelayBounced,
@@ -46,13 +46,13 @@ from minimix.core.events import (
     RoomMessage,
     SessionEstablished,
     SessionLost,
-    Stored,
     TimerFired,
 )
+from minimix.core.ledger import Change, InFlight, Ledger, reached_server
 from minimix.core.policy import RoomPolicy
 from minimix.core.room import RoomState
 from minimix.sdnotify import Notifier
-from minimix.store import ACK_MARK_FILENAME, AckMark, Store, StoredMessage, StoreError, store_error
+from minimix.store import ACK_MARK_FILENAME, AckMark, Store, StoreError, store_error
 from minimix.store import FILENAME as STORE_FILENAME
 from minimix.timers import Timers, TimersDue
 from minimix.xmpp.session import (
@@ -269,9 +269,9 @@ class App:
                                next_run_time=dt.datetime.now(dt.UTC))
         log.info("starting", jid=str(self.jid), server=self._server_label())
         try:
-            await self._settle_previous_run()
+            await self._restore()
         except (StoreError, sqlite3.Error) as exc:
-            self._exit(self._store_failed(store_error(exc, "cannot settle the last run's relays")))
+            self._exit(self._store_failed(store_error(exc, f"cannot read the store {self.store.path}")))
         self.session.start()
         self.notifier.ready()
         self._update_status()
@@ -315,20 +315,6 @@ class App:
         if store.replayed:
             log.info("the store's journal replayed: writes of the last run it had not committed", groups=store.replayed)
         self.ack_mark = AckMark(state_dir / ACK_MARK_FILENAME)
-        try:
-            self.engine.clients.settings.update(store.load_clients())
-            marks = self.engine.restore(
-                next_seq=store.max_seq() + 1,
-                rooms=store.room_states(),
-                cursors=store.cursors(),
-                offline_since=store.offline_since(),
-                receipts=store.receipt_clients(),
-            )
-            with store.grouped():
-                for client, seq in marks.items():
-                    store.set_offline_since(client, seq)
-        except sqlite3.Error as exc:
-            raise store_error(exc, f"cannot read the store {store.path}") from None
 
     def _store_failed(self, error: StoreError) -> int:
         """Say that the store cannot be used, and why, in the log and in systemd's status;
@@ -340,41 +326,39 @@ class App:
         self.notifier.status(f"stopped: the store cannot be used: {error}")
         return code
 
-    async def _settle_previous_run(self) -> None:
-        """Relays in flight when the last run ended (a crash): did they reach the server?
+    async def _restore(self) -> None:
+        """The engine takes the state kept in the store.  First, relays in flight when the
+        last run ended (a crash): did they reach the server?  The ledger settles them
+        (Ledger.settle) by the server's count of the old XEP-0198 session's stanzas, which
+        only the server can say: those it had are delivered, the others owed again (a
+        possible duplicate rather than a loss).
 
-        Each relay was committed with its place in the XEP-0198 count of its session before it
-        was sent; the server says how many stanzas of that session it had.  Those it had are
-        delivered; the others are owed again (playback).  Without an answer they are owed
-        again too: a possible duplicate rather than a loss.  The question must quote the
-        count of received stanzas we last acknowledged (Prosody does not answer one below
-        it): the ack mark has it, the count saved with the relays may be older.
+        The question must quote the count of received stanzas we last acknowledged (Prosody
+        does not answer one below it): the ack mark has it, the count saved with the relays
+        may be older.
         """
         assert self.store is not None and self.session is not None
-        inflight = self.store.inflight()
-        if not inflight:
-            return
-        previous = self.store.sm_session()
-        mark = self.ack_mark.read() if self.ack_mark is not None else None
-        if previous is not None and mark is not None and mark[0] == previous[0]:
-            previous = mark  # what we acknowledged last: more recent than the relays' count
-        handled = None
-        if previous is not None and not all(row[6] for row in inflight):
-            handled = await self.session.probe_previous_session(*previous)
-        delivered, lost = [], []
-        for relay_id, _client, _room, _seq, sm_id, sm_seq, acked in inflight:
-            reached = acked or (  # acked: the server had it; only its receipt was due
-                handled is not None and previous is not None and sm_id == previous[0]
-                and sm_seq is not None and (handled - sm_seq) & 0xFFFFFFFF < 0x80000000
-            )
-            (delivered if reached else lost).append(relay_id)
-        with self.store.grouped():  # all or nothing: killed meanwhile, the next start asks again
-            self.store.relays_delivered(delivered)
-            self.store.relays_lost(lost)
-            self.store.forget_sm_session()
-        self.engine.clients.cursors.update(self.store.cursors())
-        log.info("relays in flight at the last stop", reached_server=len(delivered), owed_again=len(lost),
-                 server_count=handled)
+        store = self.store
+        state = store.load()
+        if state.flights:
+            previous = store.sm_session()
+            mark = self.ack_mark.read() if self.ack_mark is not None else None
+            if previous is not None and mark is not None and mark[0] == previous[0]:
+                previous = mark  # what we acknowledged last: more recent than the relays' count
+            handled = None
+            if previous is not None and Ledger.needs_count(state):
+                handled = await self.session.probe_previous_session(*previous)
+            with store.grouped():  # all or nothing: killed meanwhile, the next start asks again
+                store.apply(Ledger.settle(state, previous, handled))
+                store.forget_sm_session()
+            reached = sum(1 for f in state.flights.values() if reached_server(f, previous, handled))
+            log.info("relays in flight at the last stop", reached_server=reached,
+                     owed_again=len(state.flights) - reached, server_count=handled)
+            state = store.load()
+        marks = self.engine.restore(state, rooms=store.room_states(), settings=store.load_clients(),
+                                    now=time.time())
+        with store.grouped():
+            store.apply(marks)
 
     def _server_label(self) -> str:
         acc = self.account
@@ -497,7 +481,7 @@ class App:
                 days = self.config.storage.retention_days
                 if pruned := self.store.prune(now - days * 86400):
                     log.info("pruned old messages", messages=pruned, older_than_days=days)
-                away = ClientsAway(tuple(self.store.away_since().items()), days * 86400)
+                away = ExpiryDue(days * 86400)
                 self._execute(self.engine.handle(away, now))
             case SnapshotDue():
                 self._snapshot_pending = False
@@ -571,25 +555,13 @@ class App:
                     session.change_bookmark(
                         self.engine.bookmark(room), room, autojoin=autojoin, nick=nick, reason="asked by a client"
                     )
-                case A.Relay(room, deliveries, seq=seq) if seq is not None:
-                    # Committed as in flight, with each relay's place in the XEP-0198 count,
-                    # before it goes out (see Clients._take for the order and why).
-                    assert self.store is not None
-                    sm_id, positions, inbound = session.next_sm_positions(len(deliveries))
-                    rows = [
-                        (relay_id, client, room, seq, sm_id, position)
-                        for (client, relay_id), position in zip(deliveries, positions, strict=True)
-                    ]
-                    self.store.relays_sent(rows, (sm_id, inbound) if sm_id is not None and inbound is not None else None)
-                    session.relay(action)
+                case A.Relay(changes=changes) if changes:
+                    self._relay(session, action)
                 case A.Relay():
                     session.relay(action)
-                case A.StoreMessage(seq, room, stanza_id, nick, private, stamp, body, subject, text, ref, key, cursor):
+                case Change():
                     assert self.store is not None
-                    self.store.store_message(
-                        StoredMessage(seq, room, stanza_id, nick, private, stamp, body, subject, text, str(ref), key),
-                        cursor,
-                    )
+                    self.store.apply((action,))
                 case A.SaveRoom(room, cursor, mam):
                     assert self.store is not None
                     if cursor is not None:
@@ -601,29 +573,7 @@ class App:
                 case A.LoadPlayback(client, cursors, default, limit, after):
                     assert self.store is not None
                     found, more = self.store.messages_after(cursors, default, limit, after)
-                    stored = tuple(
-                        Stored(m.seq, m.room, m.nick, m.private, m.stamp, m.body, m.subject, m.text, m.xml)
-                        for m in found
-                    )
-                    self._execute(self.engine.handle(PlaybackLoaded(client, stored, more), time.time()))
-                case A.SaveOffline(client, seq):
-                    assert self.store is not None
-                    self.store.set_offline_since(client, seq)
-                case A.AwaitReceipts(relay_ids):
-                    assert self.store is not None
-                    self.store.relays_acked(list(relay_ids))
-                case A.SaveReceipts(client, answers):
-                    assert self.store is not None
-                    self.store.set_answers_receipts(client, answers)
-                case A.RewindCursor(client, room, seq):
-                    assert self.store is not None
-                    self.store.rewind_cursor(client, room, seq)
-                case A.MarkRelays(relay_ids, delivered):
-                    assert self.store is not None
-                    if delivered:
-                        self.store.relays_delivered(list(relay_ids))
-                    else:
-                        self.store.relays_lost(list(relay_ids))
+                    self._execute(self.engine.handle(PlaybackLoaded(client, tuple(found), more), time.time()))
                 case A.Reply(resource, text, token):
                     if isinstance(token, asyncio.Future):
                         if not token.done():
@@ -636,17 +586,25 @@ class App:
                     assert self.store is not None
                     self.store.save_client(resource, settings)  # type: ignore[arg-type]
                     log.info("client settings saved", client=resource)
-                case A.ForgetCursors(clients):
-                    assert self.store is not None
-                    self.store.forget_cursors(list(clients))
-                case A.ForgetClients(clients):
-                    assert self.store is not None
-                    self.store.forget_clients(list(clients))
                 case A.MirrorPresence(show, status):
                     joined = [(r.jid, r.nick) for r in self.engine.rooms if r.state is RoomState.JOINED and r.nick]
                     session.mirror_presence(show, status, joined)
                 case _:
                     log.warning("unknown action", action=type(action).__name__)  # as above
+
+    def _relay(self, session: Session, action: A.Relay) -> None:
+        """On record before it goes out (see Router.take for the order and why): the
+        ledger's changes, each relay in flight with its place in the XEP-0198 count of the
+        session it goes out on (the edge knows it), and that session's inbound count."""
+        assert self.store is not None
+        sm_id, positions, inbound = session.next_sm_positions(len(action.deliveries))
+        wire = {relay_id: (sm_id, n) for (_, relay_id), n in zip(action.deliveries, positions, strict=True)
+                if sm_id is not None and n is not None}
+        self.store.apply([dataclasses.replace(c, wire=wire.get(c.relay_id)) if isinstance(c, InFlight) else c
+                          for c in action.changes])
+        if sm_id is not None and inbound is not None:
+            self.store.record_stream(sm_id, inbound)
+        session.relay(action)
 
     def _poll_bookmarks(self, on: bool) -> None:
         """Poll where the server does not push every change (no retracts, legacy store).
@@ -706,7 +664,7 @@ class App:
         rooms = self.engine.rooms.snapshot()
         for room in rooms:
             room["occupants"] = self.engine.occupants.count(room["room"])
-            room["archive"] = self.engine.clients.room_mam.get(room["room"])
+            room["archive"] = self.engine.catchups.mam.get(room["room"])
         data = {
             "pid": os.getpid(),
             "account": str(self.jid),

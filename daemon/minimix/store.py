@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import json
 import marshal
 import os
@@ -33,17 +34,31 @@ import struct
 import time
 import xml.etree.ElementTree as ET
 import zlib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
+from minimix.core.events import Stored
+from minimix.core.ledger import (
+    Acked,
+    AnswersReceipts,
+    Away,
+    Change,
+    ClientsForgotten,
+    CursorMoved,
+    CursorsForgotten,
+    Flight,
+    InFlight,
+    LedgerState,
+    Logged,
+    Settled,
+)
 from minimix.core.relay import ClientSettings, Mode
 
 FILENAME = "minimix.sqlite3"
 ACK_MARK_FILENAME = "sm-acked"
-DELETE_BATCH = 500  # relay ids per statement (SQLite allows 32766 parameters)
 JOURNAL_MAX = 1 << 20  # bytes: the journal is emptied after a commit once it holds more
 BUSY_TIMEOUT_S = 5.0  # how long a statement waits for a lock another program holds on the file
 RETRY_DELAYS_S = (0.1, 0.5, 2.0)  # before each new try of a group that failed to commit
@@ -143,7 +158,7 @@ MIGRATIONS: list[str] = [
     UPDATE room_state SET last_stamp = CAST(strftime('%s', 'now') AS REAL)
         WHERE last_stamp > CAST(strftime('%s', 'now') AS REAL)
     """,
-    # 8: since when each client is away (see Clients.expire); those away before this
+    # 8: since when each client is away (see Ledger.expire); those away before this
     # version count from now
     """
     ALTER TABLE client_seen ADD COLUMN away_since REAL;
@@ -273,7 +288,6 @@ class Store:
         """
         self.path = path
         self._grouping = False
-        self._cursor_rows: set[tuple[str, str]] | None = None  # see _cursor_keys
         self._group: list[Statement] | None = None  # the writes of the group being made
         self._call: list[Statement] | None = None  # ... and of the call being made in it
         self._pending: tuple[int, list[Statement]] | None = None  # a journaled group not committed yet
@@ -493,45 +507,24 @@ class Store:
 
     # -- the message log ---------------------------------------------------------------------
 
-    def max_seq(self) -> int:
-        return self._read("SELECT coalesce(max(seq), 0) FROM message").fetchone()[0]
-
-    def store_message(self, m: StoredMessage, cursor: tuple[str | None, float] | None = None) -> None:
-        """Append a room message, and move the room's cursor to ``cursor`` with it (in one
-        write: never one without the other); one already in the log (the same room and
-        archive id) is left as it is.  The cursor is the core's decision, for memory and
-        disk at once, never read off the message (a private message's claimed id is not
-        the room's)."""
-        m = kept(m)
-        with self._transaction(writes_only=True):
-            self._exec(
-                "INSERT OR IGNORE INTO message (seq, room, stanza_id, nick, private, stamp, body, "
-                "subject, text, xml, key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (m.seq, m.room, m.stanza_id, m.nick, int(m.private), m.stamp, m.body, m.subject, m.text,
-                 m.xml, m.key),
-            )
-            if cursor is not None:
-                self._set_room_cursor(m.room, *cursor)
-
     def messages_after(
-        self, cursors: dict[str, int], default: int, limit: int, after: int = 0
-    ) -> tuple[list[StoredMessage], int]:
+        self, cursors: Mapping[str, int], default: int, limit: int, after: int = 0
+    ) -> tuple[list[Stored], int]:
         """Messages after each room's cursor (``default`` for other rooms) and after
         ``after``, oldest first: at most ``limit`` of them, and 1 if there are more, else 0
         (the next page starts after the last one)."""
         low = max(min([*cursors.values(), default]), after)
         rows = self._read(
-            "SELECT seq, room, stanza_id, nick, private, stamp, body, subject, text, xml "
-            "FROM message WHERE seq > ? ORDER BY seq",
+            "SELECT seq, room, nick, private, stamp, body, subject, text, xml FROM message WHERE seq > ? ORDER BY seq",
             (low,),
         )
-        found: list[StoredMessage] = []
+        found: list[Stored] = []
         for row in rows:
             if row[0] <= cursors.get(row[1], default):
                 continue
             if len(found) == limit:
                 return found, 1
-            found.append(StoredMessage(row[0], row[1], row[2], row[3], bool(row[4]), *row[5:]))
+            found.append(Stored(row[0], row[1], row[2], bool(row[3]), *row[4:]))
         return found, 0
 
     def keys_since(self, room: str, since: float) -> list[str]:
@@ -564,15 +557,7 @@ class Store:
 
     def set_room_cursor(self, room: str, stanza_id: str | None, stamp: float) -> None:
         with self._transaction(writes_only=True):
-            self._set_room_cursor(room, stanza_id, stamp)
-
-    def _set_room_cursor(self, room: str, stanza_id: str | None, stamp: float) -> None:
-        self._exec(
-            "INSERT INTO room_state (room, last_stanza_id, last_stamp) VALUES (?, ?, ?) "
-            "ON CONFLICT (room) DO UPDATE SET last_stanza_id = excluded.last_stanza_id, "
-            "last_stamp = excluded.last_stamp",
-            (room, stanza_id, stamp),
-        )
+            self._exec(_ROOM_CURSOR_SQL, (room, stanza_id, stamp))
 
     def set_room_mam(self, room: str, mam: bool) -> None:
         with self._transaction(writes_only=True):
@@ -582,132 +567,56 @@ class Store:
                 (room, int(mam)),
             )
 
-    # -- delivery ------------------------------------------------------------------------------
+    # -- the delivery ledger (core.ledger's LedgerStore) --------------------------------------
 
-    def cursors(self) -> dict[tuple[str, str], int]:
-        return {(c, r): s for c, r, s in self._read("SELECT client, room, seq FROM cursor")}
+    def apply(self, changes: Sequence[Change]) -> None:
+        """Persist the ledger's changes, in order, as they say (runs of one kind in one
+        statement).  The store interprets nothing: the ledger says each value.  A logged
+        message moves its room's cursor in the same write, and is kept within the log's
+        bounds (see :func:`kept`)."""
+        with self._transaction(writes_only=True):
+            for kind, group in itertools.groupby(changes, type):
+                run = list(group)
+                if kind is Logged:
+                    run = [kept(c) for c in run]
+                    self._execmany(_CHANGE_SQL[kind], [_CHANGE_ROWS[kind](c) for c in run])
+                    if cursors := [(c.room, *c.room_cursor) for c in run if c.room_cursor]:
+                        self._execmany(_ROOM_CURSOR_SQL, cursors)
+                elif kind in _FORGET_SQL:
+                    clients = [(client,) for c in run for client in c.clients]
+                    for sql in _FORGET_SQL[kind]:
+                        self._execmany(sql, clients)
+                elif kind is Acked or kind is Settled:
+                    self._execmany(_CHANGE_SQL[kind], [(r,) for c in run for r in c.relay_ids])
+                else:
+                    self._execmany(_CHANGE_SQL[kind], [_CHANGE_ROWS[kind](c) for c in run])
 
-    def offline_since(self) -> dict[str, int]:
-        return dict(self._read("SELECT client, offline_since FROM client_seen WHERE offline_since IS NOT NULL"))
+    def load(self) -> LedgerState:
+        flights = {
+            relay_id: Flight(client, room, seq, bool(acked), (sm_id, sm_seq) if sm_id is not None else None)
+            for relay_id, client, room, seq, sm_id, sm_seq, acked in self._read(
+                "SELECT relay_id, client, room, seq, sm_id, sm_seq, acked FROM inflight"
+            )
+        }
+        away = list(self._read("SELECT client, offline_since, away_since FROM client_seen WHERE offline_since IS NOT NULL"))
+        return LedgerState(
+            last_seq=self._read("SELECT coalesce(max(seq), 0) FROM message").fetchone()[0],
+            cursors={(c, r): s for c, r, s in self._read("SELECT client, room, seq FROM cursor")},
+            away={c: seq for c, seq, _ in away},
+            away_at={c: at for c, _, at in away if at is not None},
+            flights=flights,
+            receipts=frozenset(c for (c,) in self._read("SELECT client FROM client_seen WHERE receipts")),
+        )
 
-    def receipt_clients(self) -> set[str]:
-        return {c for (c,) in self._read("SELECT client FROM client_seen WHERE receipts")}
-
-    def set_answers_receipts(self, client: str, answers: bool) -> None:
-        self._set_client_seen(client, receipts=int(answers))
-
-    def set_offline_since(self, client: str, seq: int | None) -> None:
-        """A client went away after message ``seq``, now (None: it is back)."""
-        self._set_client_seen(client, offline_since=seq, away_since=None if seq is None else time.time())
-
-    def _set_client_seen(self, client: str, **values: float | None) -> None:
-        """Columns of a client's client_seen row (the others kept)."""
-        columns = list(values)
-        assert set(columns) <= {"receipts", "offline_since", "away_since"}
+    def record_stream(self, sm_id: str, inbound: int) -> None:
+        """The XEP-0198 session relays go out on, and our inbound count then (what a crash
+        probe asks the server about)."""
         with self._transaction(writes_only=True):
             self._exec(
-                f"INSERT INTO client_seen (client, {', '.join(columns)}) VALUES ({', '.join('?' * (len(columns) + 1))}) "
-                f"ON CONFLICT (client) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in columns)}",
-                (client, *values.values()),
+                "INSERT INTO sm_session (one, sm_id, inbound) VALUES (1, ?, ?) ON CONFLICT (one) "
+                "DO UPDATE SET sm_id = excluded.sm_id, inbound = excluded.inbound",
+                (sm_id, inbound),
             )
-
-    def away_since(self) -> dict[str, float]:
-        """The clients that are away, and since when."""
-        return dict(self._read(
-            "SELECT client, away_since FROM client_seen WHERE offline_since IS NOT NULL AND away_since IS NOT NULL"
-        ))
-
-    def forget_cursors(self, clients: list[str]) -> None:
-        """These clients' cursors and relays in flight go (see Clients.expire)."""
-        with self._transaction(writes_only=True):
-            self._forget(clients, ("cursor", "inflight"))
-
-    def forget_clients(self, clients: list[str]) -> None:
-        """Everything about these clients' deliveries goes; their settings stay."""
-        with self._transaction(writes_only=True):
-            self._forget(clients, ("cursor", "inflight", "client_seen"))
-
-    def _forget(self, clients: list[str], tables: tuple[str, ...]) -> None:
-        for table in tables:
-            self._execmany(f"DELETE FROM {table} WHERE client = ?", [(c,) for c in clients])
-        if self._cursor_rows is not None:
-            gone = set(clients)
-            self._cursor_rows -= {k for k in self._cursor_rows if k[0] in gone}
-
-    def relays_sent(self, rows: list[tuple[str, str, str, int, str | None, int | None]],
-                    inbound: tuple[str, int] | None) -> None:
-        """Relays about to go out: (relay_id, client, room, seq, sm_id, sm_seq); committed
-        before they are sent, with the XEP-0198 session's inbound counter."""
-        known = self._cursor_keys()
-        with self._transaction(writes_only=True):
-            self._execmany(
-                "INSERT OR REPLACE INTO inflight (relay_id, client, room, seq, sm_id, sm_seq) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            for _, client, room, seq, _, _ in rows:  # a client's first relay in a room
-                if (client, room) not in known:
-                    self._exec(
-                        "INSERT OR IGNORE INTO cursor (client, room, seq) VALUES (?, ?, ?)", (client, room, seq - 1)
-                    )
-                    known.add((client, room))
-            if inbound is not None:
-                self._exec(
-                    "INSERT INTO sm_session (one, sm_id, inbound) VALUES (1, ?, ?) ON CONFLICT (one) "
-                    "DO UPDATE SET sm_id = excluded.sm_id, inbound = excluded.inbound",
-                    inbound,
-                )
-
-    def relays_delivered(self, relay_ids: list[str]) -> None:
-        """The server has these relays: move each client's cursor in their room past them."""
-        with self._transaction():
-            done: dict[tuple[str, str], int] = {}  # (client, room) -> the highest seq
-            for start in range(0, len(relay_ids), DELETE_BATCH):
-                batch = relay_ids[start : start + DELETE_BATCH]
-                for client, room, seq in self._exec(
-                    f"DELETE FROM inflight WHERE relay_id IN ({', '.join('?' * len(batch))}) "
-                    "RETURNING client, room, seq",
-                    batch,
-                ).fetchall():
-                    done[client, room] = max(seq, done.get((client, room), seq))
-            self._execmany(
-                "INSERT INTO cursor (client, room, seq) VALUES (?, ?, ?) ON CONFLICT (client, room) "
-                "DO UPDATE SET seq = max(seq, excluded.seq)",
-                [(client, room, seq) for (client, room), seq in done.items()],
-            )
-            self._cursor_keys().update(done)
-
-    def _cursor_keys(self) -> set[tuple[str, str]]:
-        """The (client, room) pairs that have a cursor row (read once; kept up to date)."""
-        if self._cursor_rows is None:
-            self._cursor_rows = {(c, r) for c, r in self._read("SELECT client, room FROM cursor")}
-        return self._cursor_rows
-
-    def rewind_cursor(self, client: str, room: str, seq: int) -> None:
-        """Move a client's cursor in a room back to ``seq`` (a relay bounced): never forward."""
-        known = self._cursor_keys()
-        with self._transaction(writes_only=True):
-            self._exec(
-                "INSERT INTO cursor (client, room, seq) VALUES (?, ?, ?) ON CONFLICT (client, room) "
-                "DO UPDATE SET seq = min(seq, excluded.seq)",
-                (client, room, seq),
-            )
-            known.add((client, room))
-
-    def relays_lost(self, relay_ids: list[str]) -> None:
-        with self._transaction(writes_only=True):
-            self._execmany("DELETE FROM inflight WHERE relay_id = ?", [(r,) for r in relay_ids])
-
-    def inflight(self) -> list[tuple[str, str, str, int, str | None, int | None, bool]]:
-        """(relay_id, client, room, seq, sm_id, sm_seq, acked by the server)."""
-        return [(*row[:6], bool(row[6])) for row in self._read(
-            "SELECT relay_id, client, room, seq, sm_id, sm_seq, acked FROM inflight"
-        )]
-
-    def relays_acked(self, relay_ids: list[str]) -> None:
-        """The server has these relays; their receipts are due (they stay in flight)."""
-        with self._transaction(writes_only=True):
-            self._execmany("UPDATE inflight SET acked = 1 WHERE relay_id = ?", [(r,) for r in relay_ids])
 
     def sm_session(self) -> tuple[str, int] | None:
         row = self._read("SELECT sm_id, inbound FROM sm_session").fetchone()
@@ -797,7 +706,6 @@ class Store:
     def _abandon(self) -> None:
         """Roll the group in the making back (what failed may have rolled it back already)."""
         self._deferred = []
-        self._cursor_rows = None  # it may name rows rolled back
         if self.db.in_transaction:
             with contextlib.suppress(sqlite3.Error):  # a failing file: the retry says so
                 self.db.execute("ROLLBACK")
@@ -829,7 +737,6 @@ class Store:
                 self._call = None
                 self.db.execute("ROLLBACK TO call")
                 self.db.execute("RELEASE call")
-                self._cursor_rows = None  # it may name rows rolled back
                 raise
             call, self._call = self._call, None
             self.db.execute("RELEASE call")
@@ -845,9 +752,41 @@ class Store:
             yield
         except BaseException:
             self.db.execute("ROLLBACK")
-            self._cursor_rows = None  # it may name rows rolled back
             raise
         self.db.execute("COMMIT")
+
+
+_ROOM_CURSOR_SQL = (
+    "INSERT INTO room_state (room, last_stanza_id, last_stamp) VALUES (?, ?, ?) ON CONFLICT (room) "
+    "DO UPDATE SET last_stanza_id = excluded.last_stanza_id, last_stamp = excluded.last_stamp"
+)
+_CHANGE_SQL: dict[type, str] = {
+    Logged: "INSERT OR IGNORE INTO message (seq, room, stanza_id, nick, private, stamp, body, subject, text, xml, "
+            "key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    CursorMoved: "INSERT INTO cursor (client, room, seq) VALUES (?, ?, ?) "
+                 "ON CONFLICT (client, room) DO UPDATE SET seq = excluded.seq",
+    InFlight: "INSERT OR REPLACE INTO inflight (relay_id, client, room, seq, sm_id, sm_seq, acked) "
+              "VALUES (?, ?, ?, ?, ?, ?, 0)",
+    Acked: "UPDATE inflight SET acked = 1 WHERE relay_id = ?",
+    Settled: "DELETE FROM inflight WHERE relay_id = ?",
+    Away: "INSERT INTO client_seen (client, offline_since, away_since) VALUES (?, ?, ?) ON CONFLICT (client) "
+          "DO UPDATE SET offline_since = excluded.offline_since, away_since = excluded.away_since",
+    AnswersReceipts: "INSERT INTO client_seen (client, receipts) VALUES (?, ?) "
+                     "ON CONFLICT (client) DO UPDATE SET receipts = excluded.receipts",
+}
+_CHANGE_ROWS: dict[type, Callable[[Any], tuple[Any, ...]]] = {
+    Logged: lambda c: (c.seq, c.room, c.stanza_id, c.nick, int(c.private), c.stamp, c.body, c.subject, c.text,
+                       c.ref, c.key),
+    CursorMoved: lambda c: (c.client, c.room, c.seq),
+    InFlight: lambda c: (c.relay_id, c.client, c.room, c.seq, *(c.wire or (None, None))),
+    Away: lambda c: (c.client, c.seq, c.at if c.seq is not None else None),
+    AnswersReceipts: lambda c: (c.client, int(c.answers)),
+}
+_FORGET_SQL: dict[type, tuple[str, ...]] = {
+    CursorsForgotten: ("DELETE FROM cursor WHERE client = ?", "DELETE FROM inflight WHERE client = ?"),
+    ClientsForgotten: ("DELETE FROM cursor WHERE client = ?", "DELETE FROM inflight WHERE client = ?",
+                       "DELETE FROM client_seen WHERE client = ?"),
+}
 
 
 class AckMark:
@@ -898,20 +837,6 @@ class AckMark:
             self._fd = None
 
 
-@dataclass(frozen=True, slots=True)
-class StoredMessage:
-    seq: int
-    room: str
-    stanza_id: str | None
-    nick: str | None
-    private: bool
-    stamp: float
-    body: str | None
-    subject: str | None
-    text: str  # the relay's fallback body
-    xml: str  # the original stanza, as it is forwarded
-    key: str | None = None  # what de-duplicates it
-
 
 # What the log keeps of one message, at most: its original (as a playback forwards it) and
 # its body, subject and fallback text.  An occupant's message may be as large as his
@@ -926,19 +851,19 @@ _REDUCED_TEXT_MAX = KEPT_XML_MAX // 16  # characters of each in a reduced origin
 _REDUCED_ID_MAX = 1024  # characters of its id (longer: left out; a sender's, of no use to a playback)
 
 
-def kept(m: StoredMessage) -> StoredMessage:
+def kept(m: Logged) -> Logged:
     """``m`` as the log keeps it: within the bounds above.  An original over its bound is
     replaced by a reduced one, well-formed, with what a playback needs: who sent it
     (``from``), its ``id`` and ``type``, its body and subject (cut), and the room's
     stanza-id (a reply to it quotes that).  Its time is not in it: a playback's
     <forwarded/> carries it, as for any message."""
-    xml = m.xml
+    xml = original = str(m.ref)
     if len(xml) > KEPT_XML_MAX // 4 and len(xml.encode("utf-8", "surrogatepass")) > KEPT_XML_MAX:
         xml = _reduced_original(m)
     text, body, subject = _cut(m.text, KEPT_TEXT_MAX), _cut(m.body, KEPT_TEXT_MAX), _cut(m.subject, KEPT_TEXT_MAX)
-    if (text, body, subject, xml) == (m.text, m.body, m.subject, m.xml):
+    if (text, body, subject, xml) == (m.text, m.body, m.subject, original) and isinstance(m.ref, str):
         return m
-    return replace(m, text=text or "", body=body, subject=subject, xml=xml)
+    return replace(m, text=text or "", body=body, subject=subject, ref=xml)
 
 
 def _cut(text: str | None, limit: int) -> str | None:
@@ -947,9 +872,9 @@ def _cut(text: str | None, limit: int) -> str | None:
     return f"{text[:limit]}… [{len(text) - limit} more characters not kept]"
 
 
-def _reduced_original(m: StoredMessage) -> str:
+def _reduced_original(m: Logged) -> str:
     try:
-        message_id = ET.fromstring(m.xml).get("id")
+        message_id = ET.fromstring(str(m.ref)).get("id")
     except ET.ParseError:  # (it was well-formed when it came: a bug of ours) kept without it
         message_id = None
     sender = f"{m.room}/{m.nick}" if m.nick else m.room

@@ -1,18 +1,19 @@
 """Hypothesis: the engine's delivery logic (message log, cursors, catch-up, playback)
 never relays a message twice to a client and, once everything settles, leaves no gap.
 
-The engine is pure; this model plays everything around it, as the app, the store and the
-server would:
+The engine is pure; this model plays everything around it, as the app and the server
+would, and keeps the delivery state in a real LedgerStore (the in-memory one, and the
+SQLite store the daemon runs on: the same model runs on both):
 
 - the server: each room's archive (MAM), the daemon's inbound stream (room messages and
   self-presences, in order, while its occupant is in the room), the relays on the wire
   (acknowledged in order, XEP-0198), which clients are online;
-- the app and the store: every action carried out in order (a message is logged before
-  it is relayed, a relay is committed as in flight before it is sent), catch-up answered
-  from the archive, playback read back from the log and the cursors;
-- crashes: the process dies between any two actions; the next run restores the engine
-  from the store after settling the relays that were in flight (those the server had, as
-  its XEP-0198 count says, are delivered; the others are owed again).
+- the app: every action carried out in order (the ledger's changes go to the store, each
+  relay in flight with its place in the XEP-0198 count of its session, before it is sent),
+  catch-up answered from the archive, playback read back from the store's log;
+- crashes: the process dies between any two actions; the next run settles the relays that
+  were in flight by the server's count of that session (Ledger.settle, as the app does)
+  and restores the engine from the store.
 
 A client "has" a relay when the server acknowledged it (or had it at a crash): it is
 never delivered to a client that a lost relay did not reach.  The laptop answers receipts
@@ -34,14 +35,13 @@ from __future__ import annotations
 import itertools
 import random
 from collections import Counter, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
 from minimix.core import actions as A
-from minimix.core.bookmarks import RawItem, Source
 from minimix.core.engine import Engine
 from minimix.core.events import (
     CatchUpDone,
@@ -57,6 +57,10 @@ from minimix.core.events import (
     SessionLost,
     Stored,
 )
+from minimix.core.ledger import Change, InFlight, Ledger, LedgerState
+from minimix.core.memstore import MemoryLedgerStore
+from minimix.core.types import RawItem, Source
+from minimix.store import Store
 
 ROOMS = ("r1@muc.example", "r2@muc.example")
 NICK = "alice"
@@ -126,16 +130,16 @@ class Delivery(RuleBasedStateMachine):
         self.session = False
         # what each client received: ref -> times
         self.received: dict[str, Counter] = {c: Counter() for c in CLIENTS}
+        # the XEP-0198 sessions: relays are numbered on the wire, per session; the server
+        # remembers how many of each session's relays it had (it tells a crash probe)
+        self.sm_ids = itertools.count(1)
+        self.sm_id = "sm-0"
+        self.sm_sent = 0  # relays put on the wire in this session
+        self.server_count: dict[str, int] = {}
+        self.last_sm: str | None = None  # the session the last relay went out on (the app records it)
         # the store
-        self.log: dict[int, A.StoreMessage] = {}
-        self.logged: set[tuple[str, str]] = set()
-        self.room_state: dict[str, list] = {}  # room -> [cursor, mam]
-        self.cursors: dict[tuple[str, str], int] = {}
-        self.offline_since: dict[str, int] = {}
-        self.inflight: dict[str, tuple[str, str, int]] = {}
-        self.inflight_acked: set[str] = set()  # rows marked acked by the server (receipts due)
+        self.store = self.new_store()
         self.settings: dict[str, object] = {}
-        self.answers_receipts: set[str] = set()  # as the store keeps it
         self.crash_after: int | None = None
         self.crashes = 0
         self.engine = self.new_engine()
@@ -145,6 +149,11 @@ class Delivery(RuleBasedStateMachine):
 
     # -- the app ------------------------------------------------------------------------
 
+    backend = "memory"
+
+    def new_store(self):
+        return MemoryLedgerStore() if self.backend == "memory" else Store(":memory:")
+
     def new_engine(self) -> Engine:
         engine = Engine(
             default_nick=NICK,
@@ -153,17 +162,7 @@ class Delivery(RuleBasedStateMachine):
             catchup_max=UNLIMITED,
             playback_max=UNLIMITED,
         )
-        engine.clients.settings.update(self.settings)
-        engine.restore(
-            next_seq=max(self.log, default=0) + 1,
-            rooms={
-                r: (s[0][0] if s[0] else None, s[0][1] if s[0] else None, s[1])
-                for r, s in self.room_state.items()
-            },
-            cursors=dict(self.cursors),
-            offline_since=dict(self.offline_since),
-            receipts=set(self.answers_receipts),
-        )
+        self.store.apply(engine.restore(self.store.load(), rooms=self.store.room_states(), settings=self.settings))
         return engine
 
     def handle(self, event) -> None:
@@ -180,63 +179,34 @@ class Delivery(RuleBasedStateMachine):
 
     def carry_out(self, action) -> None:
         match action:
-            case A.StoreMessage(seq, room, sid):
-                assert seq not in self.log, f"seq {seq} logged twice"
-                if sid is None or (room, sid) not in self.logged:  # INSERT OR IGNORE
-                    self.log[seq] = action
-                    if sid is not None:
-                        self.logged.add((room, sid))
-                if action.cursor is not None:  # in the same write
-                    self.room_state.setdefault(room, [None, None])[0] = action.cursor
+            case Change():
+                self.store.apply([action])
             case A.SaveRoom(room, cursor, mam):
-                state = self.room_state.setdefault(room, [None, None])
                 if cursor is not None:
-                    state[0] = cursor
+                    self.store.set_room_cursor(room, *cursor)
                 if mam is not None:
-                    state[1] = mam
-            case A.Relay(room, deliveries, _text, ref, seq=seq):
-                if seq is not None:  # committed in flight before it is sent
-                    for client, relay_id in deliveries:
-                        self.inflight[relay_id] = (client, room, seq)
-                        self.cursors.setdefault((client, room), seq - 1)
+                    self.store.set_room_mam(room, mam)
+            case A.Relay(room, deliveries, _text, ref, changes=changes):
+                wire = {}
+                if self.session:  # each relay's place in the session's count, as the app records it
+                    for _, relay_id in deliveries:
+                        self.sm_sent += 1
+                        wire[relay_id] = (self.sm_id, self.sm_sent)
+                    self.last_sm = self.sm_id
+                self.store.apply([replace(c, wire=wire.get(c.relay_id)) if isinstance(c, InFlight) else c
+                                  for c in changes])
                 for client, relay_id in deliveries:
                     if self.session:
                         self.wire.append((relay_id, client, ref))
-                    elif seq is not None:
+                    elif changes:
                         self.reports.append(RelaysAcked((relay_id,), False))  # dropped
-            case A.AwaitReceipts(relay_ids):
-                self.inflight_acked.update(r for r in relay_ids if r in self.inflight)
-            case A.MarkRelays(relay_ids, delivered):
-                for relay_id in relay_ids:
-                    self.inflight_acked.discard(relay_id)
-                    row = self.inflight.pop(relay_id, None)
-                    if row is not None and delivered:
-                        key = (row[0], row[1])
-                        self.cursors[key] = max(self.cursors.get(key, row[2]), row[2])
             case A.CatchUp():
                 self.catchups.append(PendingCatchUp(action))
             case A.LoadPlayback(client, cursors, default, limit, after):
-                found = [
-                    m
-                    for seq, m in sorted(self.log.items())
-                    if seq > cursors.get(m.room, default) and seq > after
-                ]
-                stored = tuple(
-                    Stored(
-                        m.seq, m.room, m.nick, m.private, m.stamp, m.body, m.subject, m.text, m.ref
-                    )
-                    for m in found[:limit]
-                )
-                self.handle(PlaybackLoaded(client, stored, int(len(found) > limit)))
-            case A.SaveOffline(client, seq):
-                if seq is None:
-                    self.offline_since.pop(client, None)
-                else:
-                    self.offline_since[client] = seq
+                found, more = self.store.messages_after(cursors, default, limit, after)
+                self.handle(PlaybackLoaded(client, tuple(found), more))
             case A.SaveClient(resource, client_settings):
                 self.settings[resource] = client_settings
-            case A.SaveReceipts(client, answers):
-                (self.answers_receipts.add if answers else self.answers_receipts.discard)(client)
             case A.Join(room, nick):
                 if self.session:  # the room takes us in; our self-presence comes first
                     self.in_room.add(room)
@@ -250,7 +220,7 @@ class Delivery(RuleBasedStateMachine):
         self.crashes += 1
         self.crash_after = None
         wire, self.wire = self.wire, []
-        reached_ids, self.acked = self.acked, set()  # acked, even if the ack was not handled
+        self.acked = set()
         for relay_id, client, ref in wire[:reached]:
             if self.reaches(relay_id, client):
                 self.receive(client, ref)
@@ -260,14 +230,16 @@ class Delivery(RuleBasedStateMachine):
                 # delivered; the client never had it.  A known limit: nothing the next run
                 # can read says so (its receipts and its going died with the process).
                 self.ambiguous.add((client, ref))
-            reached_ids.add(relay_id)
         self.departing.clear()
         self.receipts.clear()  # for relays the next run settles by the server's count
-        for relay_id, (client, room, seq) in list(self.inflight.items()):
-            if relay_id in reached_ids or relay_id in self.inflight_acked:
-                self.cursors[(client, room)] = max(self.cursors.get((client, room), seq), seq)
-            del self.inflight[relay_id]
-        self.inflight_acked.clear()
+        if self.session:
+            self.counted(reached)
+        # The next run: the app asks the server about the session its last relays went out on.
+        state: LedgerState = self.store.load()
+        if state.flights:
+            previous = (self.last_sm, 0) if self.last_sm is not None else None
+            handled = self.server_count.get(self.last_sm) if Ledger.needs_count(state) else None
+            self.store.apply(Ledger.settle(state, previous, handled))
         self.session = False
         self.in_room.clear()
         self.inbound.clear()
@@ -296,6 +268,7 @@ class Delivery(RuleBasedStateMachine):
         """A new session: our initial presence makes the server send the clients' presences
         (before anything else); the bookmarks are fetched; rooms are joined."""
         self.session = True
+        self.sm_id, self.sm_sent = f"sm-{next(self.sm_ids)}", 0
         self.handle(SessionEstablished())
         for client in sorted(self.online):
             self.handle(ClientPresence(client, True))
@@ -349,8 +322,13 @@ class Delivery(RuleBasedStateMachine):
         )
         return CatchUpDone(room, messages, len(found) - len(shown), mam=True, token=token)
 
+    def counted(self, n: int) -> None:
+        """The server has the next ``n`` relays of this session (its XEP-0198 count)."""
+        self.server_count[self.sm_id] = self.server_count.get(self.sm_id, 0) + n
+
     def ack(self, n: int) -> None:
         acked, self.wire = self.wire[:n], self.wire[n:]
+        self.counted(n)
         for relay_id, client, ref in acked:
             if self.reaches(relay_id, client):
                 self.receive(client, ref, relay_id)
@@ -416,7 +394,7 @@ class Delivery(RuleBasedStateMachine):
             self.say(room, mention=True)
         self.quiesce()
         self.baseline = set(self.by_ref)
-        assert self.engine.clients.receipts == ANSWERS_RECEIPTS  # learnt from the warm-up's
+        assert self.engine.ledger.receipts == ANSWERS_RECEIPTS  # learnt from the warm-up's
         for client in CLIENTS:
             assert sum(self.received[client].values()) == (2 if client != "tablet" else 1)
 
@@ -524,8 +502,16 @@ class Delivery(RuleBasedStateMachine):
             )
 
 
+class DeliveryOnSqlite(Delivery):
+    """The same model on the SQLite store the daemon runs on."""
+
+    backend = "sqlite"
+
+
 Delivery.TestCase.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
+DeliveryOnSqlite.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
 TestDelivery = Delivery.TestCase
+TestDeliveryOnSqlite = DeliveryOnSqlite.TestCase
 
 
 # -- pinned examples ---------------------------------------------------------------------------
@@ -538,12 +524,7 @@ def stored(seq: int, room: str, body: str) -> Stored:
 def restarted_with_mention_client(room: str) -> Engine:
     """An engine restored from the store: one room, the phone (mentions) owed message 2."""
     engine = Engine(default_nick=NICK, relay_globs={"phone": "mentions"}, rng=random.Random(1))
-    engine.restore(
-        next_seq=3,
-        rooms={room: ("sid-1", 999.0, True)},
-        cursors={("phone", room): 1},
-        offline_since={},
-    )
+    engine.restore(LedgerState(last_seq=2, cursors={("phone", room): 1}), rooms={room: ("sid-1", 999.0, True)})
     return engine
 
 
@@ -569,7 +550,7 @@ def test_a_keyword_mention_owed_at_start_is_in_the_playback():
     """The same with a keyword (the client's settings are restored before the session)."""
     room = ROOMS[0]
     engine = restarted_with_mention_client(room)
-    engine.clients.settings["phone"] = engine.clients.settings_of("phone").with_keyword(
+    engine.router.settings["phone"] = engine.router.settings_of("phone").with_keyword(
         KEYWORD, True
     )
     engine.handle(SessionEstablished(), 1000.0)

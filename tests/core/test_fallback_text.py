@@ -1,7 +1,7 @@
 """The text a relay's body carries: room, nick and text first, as a person reads the room."""
 
-from minimix.core.clients import fallback_text
 from minimix.core.events import RoomMessage
+from minimix.core.router import fallback_text
 
 ROOM = "lobby@conference.example.org"
 

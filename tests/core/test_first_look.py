@@ -71,7 +71,7 @@ def test_after_the_last_join_every_room_gets_its_cursor():
     for action in actions:
         if isinstance(action, A.CatchUp):
             e.handle(CatchUpDone(action.room, mam=True, head=("id-1", 1.0)), 1.0)
-    assert e.clients.room_cursor[ROOMS[0]] == ("id-1", 1.0)
+    assert e.catchups.cursor[ROOMS[0]] == ("id-1", 1.0)
 
 
 def saved_cursors(actions: list[A.Action]) -> dict[str, object]:
@@ -85,7 +85,7 @@ def test_a_first_join_gets_a_time_cursor_at_once():
     e = engine(join_concurrency=5)
     start(e)
     actions = e.handle(SelfAvailable(ROOMS[0], "alice", frozenset({110})), 7.0)
-    assert e.clients.room_cursor[ROOMS[0]] == (None, 7.0)
+    assert e.catchups.cursor[ROOMS[0]] == (None, 7.0)
     assert saved_cursors(actions) == {}  # the other rooms are still joining
     for n, room in enumerate(ROOMS[1:], start=1):
         actions = e.handle(SelfAvailable(room, "alice", frozenset({110})), 7.0 + n)
@@ -102,7 +102,7 @@ def test_the_first_look_turns_the_time_cursor_into_the_archive_id():
     e.handle(SelfAvailable(ROOMS[1], "alice", frozenset({110})), 7.5)
     actions = e.handle(CatchUpDone(ROOMS[1], mam=True, head=None), 8.0)
     assert ROOMS[1] not in saved_cursors(actions)
-    assert e.clients.room_cursor[ROOMS[1]] == (None, 7.5)
+    assert e.catchups.cursor[ROOMS[1]] == (None, 7.5)
 
 
 def test_a_live_message_before_the_first_look_wins():
@@ -114,4 +114,4 @@ def test_a_live_message_before_the_first_look_wins():
     e.handle(RoomMessage(ROOMS[0], "bob", "hi", stanza_id="id-10", message_id="m10", ref="<m/>"), 7.2)
     actions = e.handle(CatchUpDone(ROOMS[0], mam=True, head=("id-9", 6.0)), 8.0)
     assert ROOMS[0] not in saved_cursors(actions)
-    assert e.clients.room_cursor[ROOMS[0]] == ("id-10", 7.2)
+    assert e.catchups.cursor[ROOMS[0]] == ("id-10", 7.2)

@@ -9,8 +9,7 @@ import random
 import pytest
 
 from minimix.core import actions as A
-from minimix.core import clients as clients_module
-from minimix.core.bookmarks import RawItem, Source
+from minimix.core import ledger as ledger_module
 from minimix.core.engine import Engine
 from minimix.core.events import (
     ClientPresence,
@@ -19,6 +18,8 @@ from minimix.core.events import (
     SessionEstablished,
     Stored,
 )
+from minimix.core.ledger import Away, LedgerState
+from minimix.core.types import RawItem, Source
 
 A_ROOM, B_ROOM = "a@muc.example", "b@muc.example"
 NOW = 1000.0
@@ -26,7 +27,7 @@ NOW = 1000.0
 
 @pytest.fixture(autouse=True)
 def small_pages(monkeypatch):
-    monkeypatch.setattr(clients_module, "PLAYBACK_PAGE", 4)
+    monkeypatch.setattr(ledger_module, "PLAYBACK_PAGE", 4)
 
 
 class Log:
@@ -58,7 +59,7 @@ class Log:
 
 def engine_with(log: Log, *, playback_max: int, cursors, offline_since, next_seq: int, mode="all") -> Engine:
     engine = Engine(default_nick="alice", relay_globs={"phone": mode}, rng=random.Random(1), playback_max=playback_max)
-    engine.restore(next_seq=next_seq, rooms={}, cursors=cursors, offline_since=offline_since)
+    engine.restore(LedgerState(last_seq=next_seq - 1, cursors=cursors, away=offline_since))
     engine.handle(SessionEstablished(), NOW)
     bookmarks = tuple(RawItem(r, Source.PEP, r, autojoin="true") for r in (A_ROOM, B_ROOM))
     engine.handle(PepBookmarksLoaded(bookmarks), NOW)
@@ -118,8 +119,8 @@ def test_a_client_there_when_the_daemon_stopped_is_owed_every_room_from_then_on(
     from the catch-up are owed too (there is no cursor for it)."""
     log = Log()
     engine = Engine(default_nick="alice", relay_globs={"phone": "all"}, rng=random.Random(1))
-    marks = engine.restore(next_seq=6, rooms={}, cursors={("phone", A_ROOM): 5}, offline_since={})
-    assert marks == {"phone": 5}
+    marks = engine.restore(LedgerState(last_seq=5, cursors={("phone", A_ROOM): 5}), now=NOW)
+    assert marks == [Away("phone", 5, NOW)]
     engine.handle(SessionEstablished(), NOW)
     engine.handle(PepBookmarksLoaded(tuple(RawItem(r, Source.PEP, r, autojoin="true") for r in (A_ROOM, B_ROOM))), NOW)
     log.add(6, A_ROOM, "caught up in a")

@@ -102,6 +102,10 @@ class Relay(Action):
     private: bool = False
     seq: int | None = None  # its place in the message log (None: not logged)
     stamp: float | None = None  # the original's time, for the <delay/>
+    # The ledger's changes (core.ledger.Change) that must be on record before it goes out:
+    # the relays in flight, a client's first cursor in the room.  The edge adds where each
+    # relay stands on the wire.
+    changes: tuple[Action, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,24 +152,6 @@ class MirrorPresence(Action):
 
 
 @dataclass(frozen=True, slots=True)
-class StoreMessage(Action):
-    """Append a room message to the log (committed before any relay of it goes out)."""
-
-    seq: int
-    room: str
-    stanza_id: str | None
-    nick: str | None
-    private: bool
-    stamp: float
-    body: str | None
-    subject: str | None
-    text: str
-    ref: object
-    key: str | None = None  # what de-duplicates it (see Clients._take)
-    cursor: tuple[str | None, float] | None = None  # the room's cursor, moved with it (else kept)
-
-
-@dataclass(frozen=True, slots=True)
 class SaveRoom(Action):
     """Remember a room's archive cursor and/or whether it keeps an archive."""
 
@@ -193,56 +179,3 @@ class LoadPlayback(Action):
     default: int  # for rooms without a cursor
     limit: int
     after: int = 0  # a page after the first: only what comes after this message
-
-
-@dataclass(frozen=True, slots=True)
-class SaveOffline(Action):
-    """A client went offline after message ``seq`` (None: it is back and caught up)."""
-
-    client: str
-    seq: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class AwaitReceipts(Action):
-    """The server has these relays; they stay in flight until their receipts come (a crash
-    meanwhile counts them as delivered: the server had them)."""
-
-    relay_ids: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class SaveReceipts(Action):
-    """Whether a client answers relays' receipt requests (XEP-0184), kept across restarts."""
-
-    client: str
-    answers: bool
-
-
-@dataclass(frozen=True, slots=True)
-class RewindCursor(Action):
-    """A client's cursor in a room goes back to ``seq``: what came after is owed again."""
-
-    client: str
-    room: str
-    seq: int
-
-
-@dataclass(frozen=True, slots=True)
-class MarkRelays(Action):
-    relay_ids: tuple[str, ...]
-    delivered: bool
-
-
-@dataclass(frozen=True, slots=True)
-class ForgetCursors(Action):
-    """These clients' cursors and relays in flight go (their marks stay): see Clients.expire."""
-
-    clients: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class ForgetClients(Action):
-    """Everything about these clients' deliveries goes (their settings stay): Clients.expire."""
-
-    clients: tuple[str, ...]

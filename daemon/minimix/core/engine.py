@@ -1,26 +1,37 @@
 """The engine: the whole of minimix's decisions, as ``handle(event, now) -> actions``.
 
-It holds the bookmarks (both stores) and the rooms, and turns every event into
-actions: a bookmark change is resolved into wants and reconciled with the rooms;
-a session event starts or stops the join pipeline; a room event goes to its room.
+It owns the parts of the core and routes each event to the one it concerns:
+
+- the bookmarks (both stores), resolved into wants and reconciled with the rooms
+  (core.bookmarks, core.rooms; each room is a state machine, core.room);
+- who is in each room (core.occupants);
+- the user's clients online, and the presence mirrored into the rooms (core.presence);
+- catch-up from the rooms' archives (core.catchup);
+- the relay router (core.router) and the delivery ledger (core.ledger): what each
+  client has had;
+- what the clients say: commands and replies (core.chat).
+
+The parts other than the rooms see the rooms through a read-only view (core.types.RoomsView,
+given by the engine): none of them changes a room.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 from minimix.core import actions as A
 from minimix.core.bookmarks import Bookmark, BookmarkSet, wants
-from minimix.core.clients import Clients
+from minimix.core.catchup import CatchUps
+from minimix.core.chat import Chat
 from minimix.core.commands import AddressCheck
 from minimix.core.events import (
     CatchUpDone,
     CatchUpPage,
     ClientCommand,
     ClientPresence,
-    ClientsAway,
     ClientText,
+    ExpiryDue,
     KnownMessages,
     LegacyBookmarksLoaded,
     OccupantGone,
@@ -41,10 +52,15 @@ from minimix.core.events import (
     TimerKind,
     Unwanted,
 )
+from minimix.core.ledger import Change, Ledger, LedgerState
 from minimix.core.occupants import Occupant, Occupants
 from minimix.core.policy import RoomPolicy
+from minimix.core.presence import Presence
+from minimix.core.relay import ClientSettings
 from minimix.core.room import RoomState
 from minimix.core.rooms import Rooms
+from minimix.core.router import Router
+from minimix.core.types import RoomLine
 
 STOPPING = "minimix is stopping"
 
@@ -68,7 +84,7 @@ ACCOUNT_EVENTS = (
     RelayBounced,
     RelayReceived,
     KnownMessages,
-    ClientsAway,
+    ExpiryDue,
 )
 EVENTS = (RoomEvent, *ACCOUNT_EVENTS)
 """Every event the engine takes (the app hands it these and nothing else)."""
@@ -76,7 +92,7 @@ AccountEvent = (
     SessionEstablished | SessionLost | PepBookmarksLoaded | PepBookmarkPublished | PepBookmarkRetracted
     | LegacyBookmarksLoaded | OccupantPresent | OccupantLeft | ClientPresence | RoomMessage | ClientText
     | ClientCommand | CatchUpDone | CatchUpPage | PlaybackLoaded | RelaysAcked | RelayBounced
-    | RelayReceived | KnownMessages | ClientsAway
+    | RelayReceived | KnownMessages | ExpiryDue
 )
 
 
@@ -94,15 +110,19 @@ class Engine:
         address_check: AddressCheck | None = None,
     ) -> None:
         self.default_nick = default_nick
-        self.address_check = address_check  # the edge's stringprep of what commands bookmark
         rng = rng or random.Random()
         self.bookmarks = BookmarkSet()
         self.effective: dict[str, Bookmark] = {}
         self.rooms = Rooms(policy, rng)
         self.occupants = Occupants()
-        self.clients = Clients(
-            self, rng, dict(relay_globs or {}), offline_status, catchup_max=catchup_max, playback_max=playback_max
-        )
+        view = _View(self)
+        self.presence = Presence(offline_status)
+        self.ledger = Ledger(rng, playback_max=playback_max)
+        self.catchups = CatchUps(lambda m, now: self.router.take(m, now), lambda r, t: self.router.tell(r, t),
+                                 catchup_max=catchup_max)
+        self.router = Router(self.ledger, view, self.presence, self.catchups.noted, relay_globs)
+        self.chat = Chat(self.router, self.ledger, view, address_check)
+        self.deferred_playback: set[str] = set()  # clients back before the bookmarks were known
         self.stopping = False
         # First joins' look at the archive (where it ends) and the saving of their cursor,
         # held while rooms are joining: joins go first, and a start with many new rooms
@@ -113,7 +133,7 @@ class Engine:
         actions = self._handle(event, now)
         while self.rooms.just_joined:  # joined (again): catch up from the room's archive
             room = self.rooms.just_joined.pop(0)
-            joined = self.clients.room_joined(room, now)
+            joined = self.catchups.joined(room, now)
             if any(isinstance(a, A.CatchUp) and a.after is None for a in joined):
                 self._first_looks[room] = joined  # a first join: its cursor and its look
             else:
@@ -135,31 +155,35 @@ class Engine:
     def _handle(self, event: AccountEvent | RoomEvent, now: float) -> list[A.Action]:
         match event:
             case RoomMessage():
-                return self.clients.room_message(event, now)
+                return self._room_message(event, now)
             case TimerFired("", TimerKind.PRESENCE):
-                return self.clients.presence_due()
+                return self.presence.due()
             case ClientPresence():
-                return self.clients.presence(event, now)
+                return self._client_presence(event, now)
             case ClientText():
-                return self.clients.text(event, now)
+                return self.chat.text(event, now)
             case ClientCommand():
-                return self.clients.command(event, now)
+                return self.chat.command(event, now)
             case CatchUpDone():
-                return self.clients.catch_up_done(event, now)
+                return self.catchups.done(event, now)
             case CatchUpPage():
-                return self.clients.catch_up_page(event, now)
-            case PlaybackLoaded():
-                return self.clients.playback_loaded(event)
-            case RelaysAcked():
-                return self.clients.acked(event)
-            case RelayBounced():
-                return self.clients.bounced(event)
-            case RelayReceived():
-                return self.clients.received(event)
+                return self.catchups.page(event, now)
+            case PlaybackLoaded(client, messages, more):
+                if client not in self.presence:
+                    self.ledger.drop_playback(client)
+                    return []
+                return self.ledger.play(client, messages, more, self.router.playback_wants(client),
+                                        self.router.replay)
+            case RelaysAcked(relay_ids, delivered):
+                return self.ledger.acked(relay_ids, delivered, self.presence.__contains__)
+            case RelayBounced(resource, relay_id):
+                return self.ledger.bounced(resource, relay_id)
+            case RelayReceived(resource, relay_id):
+                return self.ledger.received(resource, relay_id)
             case KnownMessages(room, keys):
-                return self.clients.known(room, keys)
-            case ClientsAway():
-                return self.clients.expire(event, now)
+                return self.router.known(room, keys)
+            case ExpiryDue(retention_s):
+                return self.ledger.expire(now, retention_s, busy=self.presence)
             case RoomEvent():
                 actions = self.rooms.handle(event, now)
                 room = self.rooms.get(event.room)
@@ -177,11 +201,13 @@ class Engine:
                     self.occupants.gone(room, nick)
                 return self.rooms.handle(OccupantGone(room, nick), now)
             case SessionEstablished():
-                return self.clients.session_established(now) + self.rooms.session_established(now)
+                return self.presence.session_established(now) + self.rooms.session_established(now)
             case SessionLost():
                 self.occupants.clear_all()
-                settled = self.clients.session_lost()
-                return [*settled, *self.rooms.session_lost(now)]
+                self.presence.session_lost()
+                self.deferred_playback.clear()
+                self.catchups.session_lost()
+                return [*self.ledger.session_lost(), *self.rooms.session_lost(now)]
             case PepBookmarksLoaded(items):
                 self.bookmarks.load_pep(items)
                 return self._loaded("xep-0402", len(items), now)
@@ -197,6 +223,26 @@ class Engine:
                 raise TypeError(f"not an engine event: {event!r}")
         return self._bookmarks_changed(now)
 
+    def _room_message(self, msg: RoomMessage, now: float) -> list[A.Action]:
+        room = self.rooms.get(msg.room)
+        if room is None:
+            return []
+        room.touch(now)
+        held = self.catchups.hold(msg, now)
+        return held if held is not None else self.router.take(msg, now)
+
+    def _client_presence(self, ev: ClientPresence, now: float) -> list[A.Action]:
+        actions, back, gone = self.presence.seen(ev, now)
+        if back and not self.loaded:
+            self.deferred_playback.add(ev.resource)  # which rooms, which nicks: not known yet
+        elif back and (load := self.ledger.came_back(ev.resource)) is not None:
+            actions.append(load)
+        if gone:
+            # Gone without a receipt for what is in flight to it: it may never have had it
+            # (a connection that died under it).  Owed again, at its next playback.
+            actions += self.ledger.went_away(ev.resource, now)
+        return actions
+
     def stop(self, now: float) -> list[A.Action]:
         """Leave every room (the daemon is shutting down); bookmarks no longer count."""
         self.stopping = True
@@ -204,42 +250,28 @@ class Engine:
 
     def restore(
         self,
+        ledger: LedgerState,
         *,
-        next_seq: int,
-        rooms: Mapping[str, tuple[str | None, float | None, bool | None]],
-        cursors: Mapping[tuple[str, str], int],
-        offline_since: Mapping[str, int],
-        receipts: Iterable[str] = (),
-    ) -> dict[str, int]:
-        """The state kept in the store, at start.  Returns the clients it marked as gone
-        since the last message logged (to be saved)."""
-        c = self.clients
-        c.next_seq = next_seq
-        for room, (last_id, last_stamp, mam) in rooms.items():
-            if last_stamp is not None:
-                c.room_cursor[room] = (last_id, last_stamp)
-            if mam is not None:
-                c.room_mam[room] = mam
-        c.cursors.update(cursors)
-        c.offline_since.update(offline_since)
-        c.receipts.update(receipts)
-        # A client known from the last run but not marked as gone was there when it ended:
-        # whatever is logged from now on is owed to it, in every room, until it is seen
-        # (it may be gone by now, and a room it never had a relay in has no cursor).
-        marks = {}
-        for client in sorted({*(k for k, _ in cursors), *c.settings, *receipts} - set(c.offline_since)):
-            marks[client] = c.offline_since[client] = next_seq - 1
-        return marks
+        rooms: Mapping[str, tuple[str | None, float | None, bool | None]] | None = None,
+        settings: Mapping[str, ClientSettings] | None = None,
+        now: float = 0.0,
+    ) -> list[Change]:
+        """The state kept in the store, at start (after the last run's relays are settled).
+        Returns what the ledger marks anew (to be persisted): see Ledger.restore."""
+        self.router.settings.update(settings or {})
+        self.catchups.restore(rooms or {})
+        return self.ledger.restore(ledger, known=self.router.settings, now=now)
 
     def configure(self, *, relay_globs: Mapping[str, str], offline_status: str, catchup_max: int,
                   playback_max: int) -> None:
         """The settings a reload changes at once (the constructor's, of the same names)."""
-        c = self.clients
-        c.globs, c.offline_status = dict(relay_globs), offline_status
-        c.catchup_max, c.playback_max = catchup_max, playback_max
+        self.router.globs = dict(relay_globs)
+        self.presence.offline_status = offline_status
+        self.catchups.catchup_max = catchup_max
+        self.ledger.playback_max = playback_max
 
     def history_since(self, room: str) -> float | None:
-        return self.clients.history_since(room)
+        return self.catchups.history_since(room)
 
     def refresh(self, now: float) -> list[A.Action]:
         """Reconcile again (the default nick or the policy changed)."""
@@ -253,7 +285,12 @@ class Engine:
         return self.bookmarks.pep_loaded or self.bookmarks.legacy_loaded
 
     def _loaded(self, store: str, count: int, now: float) -> list[A.Action]:
-        actions = self._bookmarks_changed(now) + self.clients.bookmarks_loaded()
+        actions = self._bookmarks_changed(now)
+        # The clients that came back before the bookmarks get their playback now.
+        for client in sorted(self.deferred_playback):
+            if client in self.presence and (load := self.ledger.came_back(client)) is not None:
+                actions.append(load)
+        self.deferred_playback.clear()
         autojoin = sum(1 for bm in self.effective.values() if bm.autojoin)
         note = A.Note("info", "bookmarks loaded", {"store": store, "items": count, "autojoin": autojoin})
         return [note, *actions]
@@ -267,3 +304,44 @@ class Engine:
 
     def wants(self) -> Mapping[str, object]:
         return wants(self.effective, self.default_nick)
+
+
+class _View:
+    """The rooms as the relay, catch-up and chat parts see them (core.types.RoomsView)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def kept(self, room: str) -> bool:
+        return room in self._engine.rooms.rooms
+
+    def nick(self, room: str) -> str | None:
+        r = self._engine.rooms.get(room)
+        return r.nick if r is not None else None
+
+    def nicks(self, room: str) -> list[str]:
+        engine = self._engine
+        r = engine.rooms.get(room)
+        bookmark = engine.bookmark(room)
+        nicks = [r.nick, r.wanted_nick] if r is not None else []
+        nicks.append(bookmark.nick if bookmark is not None and bookmark.nick else engine.default_nick)
+        return [n for n in dict.fromkeys(nicks) if n]
+
+    def occupied(self) -> list[str]:
+        return [r.jid for r in self._engine.rooms if r.nick is not None]
+
+    def known(self) -> list[str]:
+        return sorted({*self._engine.effective, *self._engine.rooms.rooms})
+
+    def bookmarks_loaded(self) -> bool:
+        return self._engine.loaded
+
+    def summary(self) -> tuple[bool, int, int]:
+        rooms = self._engine.rooms
+        joined = sum(1 for r in rooms if r.nick is not None and r.state is RoomState.JOINED)
+        return rooms.online, joined, rooms.wanted
+
+    def lines(self) -> list[RoomLine]:
+        occupants = self._engine.occupants
+        return [RoomLine(r.jid, r.state.value, r.reason, r.nick, occupants.count(r.jid))
+                for r in sorted(self._engine.rooms, key=lambda r: r.jid)]

@@ -216,7 +216,7 @@ class RoomMessage:
     message_id: str | None = None
     ref: object = None  # the stanza (serialised), opaque to the core: relays forward it whole
     # When the room says it was sent (its own <delay/>), else None.  Taken only from the
-    # room's archive and from the history the room replays at a join; see Clients.said_at.
+    # room's archive and from the history the room replays at a join; see router.said_at.
     stamp: float | None = None
     archived: bool = False  # from the room's archive (catch-up), not live
     history: bool = False  # replayed by the room at our join (a room without an archive)
@@ -326,10 +326,8 @@ class KnownMessages:
 
 
 @dataclass(frozen=True, slots=True)
-class ClientsAway:
-    """The hourly prune's look at the clients that are away (the store's record of when
-    each went), with how long the log keeps a message: the core forgets what it no longer
-    needs of those away long enough (Clients.expire)."""
+class ExpiryDue:
+    """The hourly prune: the core forgets what clients away for long no longer need
+    (Ledger.expire), given how long the log keeps a message."""
 
-    since: tuple[tuple[str, float], ...]  # (client, when it went away)
     retention_s: float
