@@ -1,6 +1,6 @@
-"""The app's loop hands events over without a turn of the event loop when it can (compat
-16): ``App.handle_now`` handles what is queued exactly as the loop's task would, commits
-before anything goes out, and never while that task is busy."""
+"""The app's loop hands events over without a turn of the event loop when it can:
+``App.handle_now`` handles what is queued exactly as the loop's task would, commits before
+anything goes out, and never while that task is busy."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from minimix.app import App, Shutdown, Wake, WatchdogDue
+from minimix.app.effects import Effects
+from minimix.app.events import Shutdown, Wake, WatchdogDue
+from minimix.app.main import App
 from minimix.config import load_config
 from minimix.xmpp.session import RoomActivity
 
@@ -42,6 +44,7 @@ def app(tmp_path: Path) -> App:
     path.chmod(0o600)
     app = App(load_config(path, env={}), "pw")
     app.store = app.session = Recorder()  # type: ignore[assignment]
+    app.effects = Effects(app.session, app.store, None, app._feed)  # type: ignore[arg-type]
     app.notifier.watchdog = lambda: app.store.log.append("watchdog")  # type: ignore[union-attr]
     app._schedule_once = lambda *args: None  # type: ignore[method-assign]
     return app
@@ -78,7 +81,7 @@ def test_a_stop_handled_at_once_wakes_the_loop(app):
 def test_a_batch_takes_a_bounded_number_of_room_messages(app):
     """Pages of an archive are big: a batch stops once it holds DISPATCH_MESSAGES room
     messages, so that what else is ready (the catch-ups' next queries) runs in between."""
-    from minimix.app import DISPATCH_MESSAGES
+    from minimix.app.main import DISPATCH_MESSAGES
     from minimix.core.events import CatchUpPage, RoomMessage
 
     page = CatchUpPage("room@muc.example.org", tuple(RoomMessage("room@muc.example.org", "bob", f"m{i}") for i in range(50)))
@@ -96,15 +99,16 @@ def test_a_batch_takes_a_bounded_number_of_room_messages(app):
 def failing(app, tmp_path, monkeypatch):
     """The app with a real store that is full (SQLITE_FULL, as on a full disk) and a batch
     that saves a client's settings; what the app sends, its exit and its status recorded."""
-    from minimix import store as store_module
     from minimix.core import actions as A
     from minimix.core.relay import ClientSettings, Mode
     from minimix.store import Store
+    from minimix.store import database as store_module
 
     monkeypatch.setattr(store_module, "RETRY_DELAYS_S", ())
     app.store = store = Store(tmp_path / "minimix.sqlite3")
     keywords = tuple(f"keyword-{i:05d}" for i in range(4000))  # needs new pages: the file must grow
-    app._dispatch = lambda event: app._execute([A.SaveClient("phone", ClientSettings(Mode.ALL, {}, keywords))])
+    app.effects = Effects(app.session, store, None, app._feed)  # type: ignore[arg-type]
+    app._dispatch = lambda event: app.effects.run([A.SaveClient("phone", ClientSettings(Mode.ALL, {}, keywords))])
     app._exit = lambda code: app.session.log.append(f"exit {code}")
     app.notifier.status = lambda text: app.session.log.append(f"status {text}")
     pages = store.db.execute("PRAGMA page_count").fetchone()[0]
@@ -129,3 +133,20 @@ def test_a_batch_neither_the_journal_nor_sqlite_can_record_is_never_sent(failing
     monkeypatch.setattr(failing.store.journal, "append", disk_full)
     failing._handle([Wake()])
     assert "send" not in failing.session.log and "exit 74" in failing.session.log
+
+
+def test_every_room_policy_field_comes_from_its_rooms_key_but_the_internal_ones(tmp_path):
+    """A key renamed in [rooms] or in the policy must not silently fall back to a default."""
+    import dataclasses
+
+    from minimix.app.main import NOT_CONFIGURED, room_policy
+    from minimix.config import RoomsConfig
+    from minimix.core.policy import RoomPolicy
+
+    policy_fields = {f.name for f in dataclasses.fields(RoomPolicy)}
+    assert policy_fields - {f.name for f in dataclasses.fields(RoomsConfig)} == NOT_CONFIGURED
+    path = tmp_path / "config.toml"
+    path.write_text('[account]\njid = "a@example.org"\n[rooms]\nkick_rejoin_max = 7\nself_ping_idle_s = 42.0\n')
+    path.chmod(0o600)
+    policy = room_policy(load_config(path, env={}).rooms)
+    assert (policy.kick_rejoin_max, policy.self_ping_idle_s) == (7, 42.0)

@@ -14,9 +14,9 @@ import sqlite3
 
 import pytest
 
-from minimix import store as store_module
 from minimix.core.relay import ClientSettings, Mode
 from minimix.store import FILENAME, Store, StoreError
+from minimix.store import database as store_module
 
 KEYWORDS = tuple(f"keyword-{i:05d}" for i in range(4000))  # ~60 KB: a write that needs new pages
 

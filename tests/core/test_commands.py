@@ -59,7 +59,7 @@ def command(engine: Engine, text: str, reply_to: str | None = None) -> tuple[lis
 )
 def test_join_never_bookmarks_what_is_not_a_room_address(room):
     actions, text = command(joined_engine(), f"join {room}")
-    assert not of(actions, A.UpdateBookmark)
+    assert not of(actions, A.WriteBookmark)
     assert text.startswith("not bookmarked:")
 
 
@@ -72,22 +72,26 @@ def test_join_asks_the_edge_about_what_the_core_cannot_check():
 
     actions, text = command(joined_engine(address_check=check), "join new@muc.example al")
     assert seen == [("new@muc.example", "al")]
-    assert not of(actions, A.UpdateBookmark)
+    assert not of(actions, A.WriteBookmark)
     assert "stringprep" in text
 
 
 def test_a_nick_the_bookmark_reader_would_skip_is_never_written():
     """The reader skips a bookmark whose nick is too long, and the room would be left."""
     actions, text = command(joined_engine(), "nick kitchen " + "N" * 1100)
-    assert not of(actions, A.UpdateBookmark)
+    assert not of(actions, A.WriteBookmark)
     assert text.startswith("nick not changed:") and "1023 bytes" in text
 
 
 def test_a_valid_join_and_nick_still_go_through():
     actions, _ = command(joined_engine(), "join new@muc.example al")
-    assert of(actions, A.UpdateBookmark) == [A.UpdateBookmark("new@muc.example", autojoin=True, nick="al")]
-    actions, _ = command(joined_engine(), "nick kitchen Jörg")
-    assert of(actions, A.UpdateBookmark) == [A.UpdateBookmark(ROOM, nick="Jörg")]
+    assert of(actions, A.WriteBookmark) == [
+        A.WriteBookmark("new@muc.example", None, "asked by a client", autojoin=True, nick="al")  # a new one
+    ]
+    engine = joined_engine()
+    actions, _ = command(engine, "nick kitchen Jörg")
+    assert of(actions, A.WriteBookmark) == [A.WriteBookmark(ROOM, engine.bookmark(ROOM), "asked by a client", nick="Jörg")]
+    assert engine.bookmark(ROOM) is not None  # the one the user has, changed
 
 
 def test_say_posts_long_text_whole():

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from minimix.core.events import TimerKind
+from minimix.core.types import Bookmark
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +19,17 @@ class Join(Action):
     room: str
     nick: str
     password: str | None = None
+    # a room without an archive: ask for its history since this time (the engine fills it in)
+    history_since: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LoadKeys(Action):
+    """Read back the de-duplication keys of a room's messages logged since ``since`` (its
+    history is asked for again): they come back as KnownMessages."""
+
+    room: str
+    since: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +62,11 @@ class DestroyRoom(Action):
 
     room: str
     reason: str
+
+
+# The room machine and the chat commands say what should happen to a bookmark
+# (DisableAutojoin, MoveBookmark, UpdateBookmark); the engine, which holds the bookmarks,
+# turns each into the WriteBookmark the edge carries out.
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +155,19 @@ class UpdateBookmark(Action):
 
 
 @dataclass(frozen=True, slots=True)
+class WriteBookmark(Action):
+    """Write ``room``'s bookmark (``bookmark``: as it is now, None for a new one) with these
+    changes; None leaves a field as it is.  ``venue``: move it to that room."""
+
+    room: str
+    bookmark: Bookmark | None
+    reason: str
+    autojoin: bool | None = None
+    nick: str | None = None
+    venue: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SaveClient(Action):
     resource: str
     settings: object  # minimix.core.relay.ClientSettings
@@ -145,10 +175,11 @@ class SaveClient(Action):
 
 @dataclass(frozen=True, slots=True)
 class MirrorPresence(Action):
-    """Show the user's presence on the account's occupant in every room."""
+    """Show the user's presence on the account's occupant in every room it is in."""
 
     show: str
     status: str | None
+    rooms: tuple[tuple[str, str], ...] = ()  # (room, our nick there): filled in by the engine
 
 
 @dataclass(frozen=True, slots=True)

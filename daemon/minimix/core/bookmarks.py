@@ -16,27 +16,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from minimix.core.actions import Note
-from minimix.core.types import RawItem, Source, Want
+from minimix.core.types import Bookmark, RawItem, Source, Want
 
 MAX_NICK_BYTES = 1023  # RFC 7622 §3.4: a resourcepart is at most 1023 octets
-
-
-@dataclass(frozen=True, slots=True)
-class Bookmark:
-    room: str
-    autojoin: bool = False
-    name: str | None = None
-    nick: str | None = None
-    password: str | None = None
-    source: Source = Source.PEP
-    item_id: str = ""
-
-    def __repr__(self) -> str:  # never show the password
-        pw = "set" if self.password else None
-        return (
-            f"Bookmark(room={self.room!r}, autojoin={self.autojoin}, nick={self.nick!r}, "
-            f"name={self.name!r}, password={pw}, source={self.source.value})"
-        )
 
 
 @dataclass(frozen=True, slots=True)

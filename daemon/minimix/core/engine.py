@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
+from dataclasses import replace
 
 from minimix.core import actions as A
-from minimix.core.bookmarks import Bookmark, BookmarkSet, wants
+from minimix.core.bookmarks import BookmarkSet, may_move, wants
 from minimix.core.catchup import CatchUps
 from minimix.core.chat import Chat
 from minimix.core.commands import AddressCheck
@@ -60,9 +61,11 @@ from minimix.core.relay import ClientSettings
 from minimix.core.room import RoomState
 from minimix.core.rooms import Rooms
 from minimix.core.router import Router
-from minimix.core.types import RoomLine
+from minimix.core.types import Bookmark, RoomLine
 
 STOPPING = "minimix is stopping"
+HISTORY_SLACK_S = 5.0  # history "since" is inclusive and clocks differ: de-duplicate around it
+_COMPLETED = (A.Join, A.DisableAutojoin, A.MoveBookmark, A.UpdateBookmark, A.MirrorPresence)
 
 ACCOUNT_EVENTS = (
     SessionEstablished,
@@ -130,6 +133,9 @@ class Engine:
         self._first_looks: dict[str, list[A.Action]] = {}
 
     def handle(self, event: AccountEvent | RoomEvent, now: float) -> list[A.Action]:
+        return self._complete(self._handled(event, now))
+
+    def _handled(self, event: AccountEvent | RoomEvent, now: float) -> list[A.Action]:
         actions = self._handle(event, now)
         while self.rooms.just_joined:  # joined (again): catch up from the room's archive
             room = self.rooms.just_joined.pop(0)
@@ -246,7 +252,40 @@ class Engine:
     def stop(self, now: float) -> list[A.Action]:
         """Leave every room (the daemon is shutting down); bookmarks no longer count."""
         self.stopping = True
-        return self.rooms.reconcile({}, now, unwanted=Unwanted("", STOPPING, STOPPING))
+        return self._complete(self.rooms.reconcile({}, now, unwanted=Unwanted("", STOPPING, STOPPING)))
+
+    def _complete(self, actions: list[A.Action]) -> list[A.Action]:
+        """What the rooms, the presence mirror and the commands ask for, completed with what
+        only the engine knows: a room without an archive joins with its history since our
+        cursor (the keys of what we logged since read back first, to take nothing twice);
+        a bookmark is written from the bookmark as it is (a destroyed room's is moved to its
+        venue unless the user has one there already, or it is the room itself); the
+        presence goes to the rooms we are in."""
+        if not any(isinstance(a, _COMPLETED) for a in actions):
+            return actions
+        out: list[A.Action] = []
+        for a in actions:
+            match a:
+                case A.Join(room) if (since := self.catchups.history_since(room)) is not None:
+                    out += [A.LoadKeys(room, since - HISTORY_SLACK_S), replace(a, history_since=since)]
+                case A.DisableAutojoin(room, reason):
+                    if (bookmark := self.bookmark(room)) is not None:
+                        out.append(A.WriteBookmark(room, bookmark, reason, autojoin=False))
+                case A.MoveBookmark(room, venue, reason):
+                    if (bookmark := self.bookmark(room)) is None:
+                        continue
+                    if (kept := may_move(self.effective, room, venue)) is not None:
+                        out.append(A.WriteBookmark(room, bookmark, f"{reason} ({kept})", autojoin=False))
+                    else:
+                        out.append(A.WriteBookmark(room, bookmark, reason, venue=venue))
+                case A.UpdateBookmark(room, autojoin, nick):
+                    out.append(A.WriteBookmark(room, self.bookmark(room), "asked by a client", autojoin, nick))
+                case A.MirrorPresence():
+                    joined = tuple((r.jid, r.nick) for r in self.rooms if r.state is RoomState.JOINED and r.nick)
+                    out.append(replace(a, rooms=joined))
+                case _:
+                    out.append(a)
+        return out
 
     def restore(
         self,
@@ -275,7 +314,7 @@ class Engine:
 
     def refresh(self, now: float) -> list[A.Action]:
         """Reconcile again (the default nick or the policy changed)."""
-        return self._bookmarks_changed(now)
+        return self._complete(self._bookmarks_changed(now))
 
     def bookmark(self, room: str) -> Bookmark | None:
         return self.effective.get(room)

@@ -32,6 +32,25 @@ class RawItem:
 
 
 @dataclass(frozen=True, slots=True)
+class Bookmark:
+    room: str
+    autojoin: bool = False
+    name: str | None = None
+    nick: str | None = None
+    password: str | None = None
+    source: Source = Source.PEP
+    item_id: str = ""
+
+    def __repr__(self) -> str:  # never show the password
+        pw = "set" if self.password else None
+        return (
+            f"Bookmark(room={self.room!r}, autojoin={self.autojoin}, nick={self.nick!r}, "
+            f"name={self.name!r}, password={pw}, source={self.source.value})"
+        )
+
+
+
+@dataclass(frozen=True, slots=True)
 class Want:
     """What the bookmarks ask of a room: to be in it, with this nick and password."""
 

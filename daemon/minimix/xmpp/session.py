@@ -164,6 +164,31 @@ class Account:
     port: int = 5222
     ca_file: str | None = None
 
+    @classmethod
+    def of(cls, jid: str, resource: str, password: str, *, host: str | None = None, port: int = 5222,
+           ca_file: str | None = None) -> Account:
+        """The account as configured; ValueError if stringprep refuses the JID or resource
+        (what the config file's own check cannot tell)."""
+        return cls(aioxmpp.JID.fromstr(jid).replace(resource=resource), password, host, port, ca_file)
+
+    @property
+    def address(self) -> str:
+        """Our full JID, as text."""
+        return str(self.jid)
+
+    @property
+    def bare(self) -> str:
+        return str(self.jid.bare())
+
+    @property
+    def localpart(self) -> str | None:
+        return self.jid.localpart
+
+    @property
+    def server(self) -> str:
+        """Where it connects, for the log: the configured host, else the domain's SRV."""
+        return f"{self.host}:{self.port}" if self.host else f"{self.jid.domain} (SRV)"
+
 CATCH_UP_CONCURRENCY = 200  # room archive queries in flight at once
 FETCH_AGAIN_MAX = 5  # bookmark list fetched again when changes were pushed meanwhile
 # How long the answer to a query may take before it counts as none.  aioxmpp waits for an

@@ -1,9 +1,10 @@
 """The composition root: one task owns all state.
 
-Readers (the XMPP session), apscheduler jobs and signal handlers only *post*
-events to one queue; :meth:`App.run` drains it, feeds the core
-(:class:`~minimix.core.engine.Engine`) and carries out the actions it returns.
-No locks, no races: soju's per-user event loop is the model.
+Readers (the XMPP session), apscheduler jobs and signal handlers only *post* events to one
+queue; :meth:`App.run` drains it, feeds the core (:class:`~minimix.core.engine.Engine`) and
+has the actions it returns carried out (:class:`~minimix.app.effects.Effects`).  No locks,
+no races: soju's per-user event loop is the model.  The app decides nothing: what to do is
+the core's, how is the edge's and the store's.
 """
 
 from __future__ import annotations
@@ -17,38 +18,31 @@ import random
 import signal
 import sqlite3
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any
 
-import aioxmpp
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from minimix import logging as minimix_logging
 from minimix import statedir
-from minimix import status as status_file
-from minimix.config import ConfigError
-from minimix.core import actions as A
+from minimix.app.effects import Effects
+from minimix.app.events import PruneDue, Reload, ResyncDue, Shutdown, SnapshotDue, Wake, WatchdogDue
+from minimix.app.status import Status
+from minimix.config import Config, ConfigError, RoomsConfig, load_config
 from minimix.core.backoff import backoff_delay
-from minimix.core.bookmarks import may_move
 from minimix.core.engine import EVENTS as ENGINE_EVENTS
 from minimix.core.engine import Engine
 from minimix.core.events import (
     CatchUpDone,
     CatchUpPage,
     ExpiryDue,
-    KnownMessages,
-    PlaybackLoaded,
     RelayBounced,
     RelayReceived,
     RelaysAcked,
     RoomMessage,
     SessionEstablished,
     SessionLost,
-    TimerFired,
 )
-from minimix.core.ledger import Change, InFlight, Ledger, reached_server
+from minimix.core.ledger import Ledger, reached_server
 from minimix.core.policy import RoomPolicy
 from minimix.core.room import RoomState
 from minimix.sdnotify import Notifier
@@ -82,90 +76,50 @@ DISPATCH_BATCH = 256  # queued events handled between two awaits (one store comm
 # that the catch-ups have ready do not go out and the server waits (seen: it idled 20 %
 # of a 20-room catch-up while the daemon handled a dozen pages at once).
 DISPATCH_MESSAGES = 64
-SELF_PING_TIMEOUT_S = 30.0
 # After our caps answer (the server subscribes us once it has it): re-fetch the bookmarks
 # to catch a change made in between.  Not at once: a first start is busy joining rooms, and
 # the re-fetch only matters for a change made in that first moment.
 CAPS_REFETCH_DELAY_S = 1.0
-
-
-# -- events of the app itself ---------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Shutdown:
-    signal: str
-
-
-@dataclass(frozen=True, slots=True)
-class Reload:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class ResyncDue:
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class WatchdogDue:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class SnapshotDue:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class PruneDue:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class Wake:
-    """Nothing to do: the loop's task is to look at its state (set while it was idle)."""
-
-
-QUIET_EVENTS = (RoomActivity, RoomMessage, RelaysAcked, RelayReceived, WatchdogDue, SnapshotDue, PruneDue, Wake)  # events that change nothing `status` shows
+# events that change nothing `status` shows
+QUIET_EVENTS = (RoomActivity, RoomMessage, RelaysAcked, RelayReceived, WatchdogDue, SnapshotDue, PruneDue, Wake)
 SNAPSHOT_DELAY_S = 0.5
-
 PRUNE_INTERVAL_S = 3600.0
-HISTORY_SLACK_S = 5.0  # history "since" is inclusive and clocks differ: de-duplicate around it
 
 
 def _messages_in(event: object) -> int:
     return len(event.messages) if isinstance(event, CatchUpPage | CatchUpDone) else 1
 
 
-def room_policy(config: Any) -> RoomPolicy:
-    """The ``[rooms]`` section, mapped onto the core's policy field by field."""
-    rooms = getattr(config, "rooms", None)
-    values = {
-        f.name: getattr(rooms, f.name)
-        for f in dataclasses.fields(RoomPolicy)
-        if rooms is not None and hasattr(rooms, f.name)
-    }
-    return RoomPolicy(**values)
+# Fields of the room policy that are not keys of [rooms] (how long a leave may take to be
+# confirmed is no one's business but the daemon's).
+NOT_CONFIGURED = frozenset({"leave_timeout_s"})
 
 
-def default_nick(config: Any, jid: aioxmpp.JID) -> str:
-    return getattr(config.rooms, "default_nick", None) or jid.localpart or "minimix"
+def room_policy(rooms: RoomsConfig) -> RoomPolicy:
+    """The ``[rooms]`` section as the core's room policy: every other field of the policy is
+    the key of the same name (a key renamed on one side only fails here, at start, and in
+    a test: never a setting silently dropped)."""
+    return RoomPolicy(**{f.name: getattr(rooms, f.name) for f in dataclasses.fields(RoomPolicy)
+                         if f.name not in NOT_CONFIGURED})
+
+
+def default_nick(config: Config, account: Account) -> str:
+    return config.rooms.default_nick or account.localpart or "minimix"
 
 
 class App:
-    def __init__(self, config: Any, password: str, *, notifier: Notifier | None = None) -> None:
+    def __init__(self, config: Config, password: str, *, notifier: Notifier | None = None) -> None:
         self.config = config
         acc = config.account
         try:
-            jid = aioxmpp.JID.fromstr(acc.jid).replace(resource=acc.resource)
+            self.account = Account.of(acc.jid, acc.resource, password, host=acc.host, port=acc.port or 5222,
+                                      ca_file=str(acc.ca_file) if acc.ca_file else None)
         except ValueError as exc:  # stringprep: what the file's own check cannot tell
             raise ConfigError(f"{config.path}: [account]: jid / resource: not a valid JID: {exc}") from None
-        self.jid = jid
         self.rng = random.Random()
         self.engine = Engine(
-            default_nick=default_nick(config, jid),
-            policy=room_policy(config),
+            default_nick=default_nick(config, self.account),
+            policy=room_policy(config.rooms),
             rng=self.rng,
             relay_globs=config.relay.clients,
             offline_status=config.presence.offline_status,
@@ -175,28 +129,18 @@ class App:
         )
         self.store: Store | None = None
         self.ack_mark: AckMark | None = None
-        self.account = Account(
-            jid,
-            password,
-            host=acc.host,
-            port=acc.port or 5222,
-            ca_file=str(acc.ca_file) if acc.ca_file else None,
-        )
         self.notifier = notifier or Notifier()
+        self.status = Status(self.notifier, self.engine, self.account.address, config.storage.state_dir)
         self.queue: asyncio.Queue[object] = asyncio.Queue()
         self.session: Session | None = None
+        self.effects: Effects | None = None
         self.scheduler: AsyncIOScheduler | None = None
-        self.timers: Timers | None = None
         self.exit_code: int | None = None
         self.stopping = False
-        self._status = ""
-        self._connection = "connecting"
         self._snapshot_pending = False
         self._idle = False  # the loop's task is parked, waiting for an event (see handle_now)
         self._lock: int | None = None  # the state dir's lock (statedir.lock)
         self._exit = os._exit  # ends the process at once, nothing more sent (tests replace it)
-        # one thread: the snapshots are written in order, the newest last
-        self._snapshot_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="status")
 
     # -- wiring --------------------------------------------------------------------------
 
@@ -227,8 +171,7 @@ class App:
         self.post(event)
 
     def _reconnect_delay(self, attempt: int) -> float:
-        cap = getattr(self.config.rooms, "reconnect_max_delay_s", 300.0)
-        return backoff_delay(attempt, base=1.0, cap=cap, jitter=0.5, rng=self.rng)
+        return backoff_delay(attempt, base=1.0, cap=self.config.rooms.reconnect_max_delay_s, jitter=0.5, rng=self.rng)
 
     async def run(self) -> int:
         """Run until stopped; the exit code.  A start that finds another daemon on the state
@@ -243,19 +186,17 @@ class App:
             return EX_TEMPFAIL
         except StoreError as exc:
             return self._store_failed(exc)
+        assert self.store is not None
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.post, Shutdown(sig.name))
         loop.add_signal_handler(signal.SIGHUP, self.post, Reload())
-        self.scheduler = AsyncIOScheduler(event_loop=loop, timezone=dt.UTC)
-        self.scheduler.start()
-        self.timers = Timers(self.scheduler, self._post_async)
-        resync = float(getattr(getattr(self.config, "bookmarks", None), "resync_interval_s", 900.0))
-        self.scheduler.add_job(
-            self._post_async, "interval", seconds=resync, jitter=resync / 10, args=[ResyncDue("periodic")],
-            id="bookmark-resync",
-        )
+        self.scheduler = scheduler = AsyncIOScheduler(event_loop=loop, timezone=dt.UTC)
+        scheduler.start()
+        resync = self.config.bookmarks.resync_interval_s
+        scheduler.add_job(self._post_async, "interval", seconds=resync, jitter=resync / 10,
+                          args=[ResyncDue("periodic")], id="bookmark-resync")
         if (interval := self.notifier.watchdog_interval()) is not None:
-            self.scheduler.add_job(self._post_async, "interval", seconds=interval, args=[WatchdogDue()], id="watchdog")
+            scheduler.add_job(self._post_async, "interval", seconds=interval, args=[WatchdogDue()], id="watchdog")
         self.session = Session(
             self.account,
             self.post,
@@ -264,38 +205,38 @@ class App:
             ack_mark=self.ack_mark.write if self.ack_mark is not None else None,
             on_received=self.handle_now,
         )
+        self.effects = Effects(self.session, self.store, Timers(scheduler, self._post_async), self._feed)
         # At start too: a daemon restarted within the hour would never prune.
-        self.scheduler.add_job(self._post_async, "interval", seconds=PRUNE_INTERVAL_S, args=[PruneDue()], id="prune",
-                               next_run_time=dt.datetime.now(dt.UTC))
-        log.info("starting", jid=str(self.jid), server=self._server_label())
+        scheduler.add_job(self._post_async, "interval", seconds=PRUNE_INTERVAL_S, args=[PruneDue()], id="prune",
+                          next_run_time=dt.datetime.now(dt.UTC))
+        log.info("starting", jid=self.account.address, server=self.account.server)
         try:
             await self._restore()
         except (StoreError, sqlite3.Error) as exc:
             self._exit(self._store_failed(store_error(exc, f"cannot read the store {self.store.path}")))
         self.session.start()
         self.notifier.ready()
-        self._update_status()
+        self.status.update()
         try:
             await self._loop()
         finally:
-            self.scheduler.shutdown(wait=False)
+            scheduler.shutdown(wait=False)
             await self.session.stop()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
-            if self.store is not None:
-                try:
-                    self.store.close()
-                except StoreError as exc:  # its last group stays in the journal
-                    self.exit_code = self._store_failed(exc)
+            try:
+                self.store.close()
+            except StoreError as exc:  # its last group stays in the journal
+                self.exit_code = self._store_failed(exc)
             if self.ack_mark is not None:
                 self.ack_mark.close()
-        self._write_snapshot(stopped=True)
+        self.status.snapshot(stopped=True)
         log.info("stopped", exit_code=self.exit_code)
         return self.exit_code if self.exit_code is not None else EX_OK
 
     def _prepare_state_dir(self) -> None:
-        """Make the state dir (private), take its lock, open the store and restore the
-        engine from it.  Raises ConfigError, AlreadyRunning or StoreError."""
+        """Make the state dir (private), take its lock and open the store.  Raises
+        ConfigError, AlreadyRunning or StoreError."""
         state_dir = self.config.storage.state_dir
         try:
             state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -360,9 +301,7 @@ class App:
         with store.grouped():
             store.apply(marks)
 
-    def _server_label(self) -> str:
-        acc = self.account
-        return f"{acc.host}:{acc.port}" if acc.host else f"{self.jid.domain} (SRV)"
+    # -- the loop ---------------------------------------------------------------------------
 
     async def _loop(self) -> None:
         deadline: float | None = None
@@ -431,10 +370,15 @@ class App:
             log.warning("the store's journal cannot be written: committing before each send instead",
                         error=store.journal_error)
             store.journal_error = None
-        self._update_status()
+        self.status.update(stopping=self.stopping)
         if any(not isinstance(e, QUIET_EVENTS) for e in events) and not self._snapshot_pending:
             self._snapshot_pending = True
             self._schedule_once("status-snapshot", SNAPSHOT_DELAY_S, SnapshotDue())
+
+    def _feed(self, event: object) -> None:
+        """An event for the core now, its actions carried out at once (same batch)."""
+        assert self.effects is not None
+        self.effects.run(self.engine.handle(event, time.time()))  # type: ignore[arg-type]
 
     # -- dispatch ------------------------------------------------------------------------
 
@@ -444,12 +388,13 @@ class App:
             self.engine.rooms.touch(event.room, now)
             return
         if isinstance(event, SessionEstablished):
-            self._connection = "connected"
+            self.status.connection = "connected"
         elif isinstance(event, SessionLost):
-            self._connection = "connection lost; reconnecting"
+            self.status.connection = "connection lost; reconnecting"
         if isinstance(event, ENGINE_EVENTS):
-            self._execute(self.engine.handle(event, now))  # type: ignore[arg-type]
+            self._feed(event)
             return
+        assert self.effects is not None
         match event:
             case Shutdown(sig):
                 if self.stopping:
@@ -459,7 +404,7 @@ class App:
                 log.info("shutting down", signal=sig, rooms=self.engine.rooms.count(RoomState.JOINED))
                 self.stopping = True
                 self.notifier.stopping()
-                self._execute(self.engine.stop(now))
+                self.effects.run(self.engine.stop(now))
             case Reload():
                 self._reload()
             case ResyncDue(reason):
@@ -473,33 +418,31 @@ class App:
             case WatchdogDue():
                 self.notifier.watchdog()
             case TimersDue():
-                assert self.timers is not None
-                for due in self.timers.due(now):
+                for due in self.effects.timers.due(now):
                     self._dispatch(due)
             case PruneDue():
                 assert self.store is not None
                 days = self.config.storage.retention_days
                 if pruned := self.store.prune(now - days * 86400):
                     log.info("pruned old messages", messages=pruned, older_than_days=days)
-                away = ExpiryDue(days * 86400)
-                self._execute(self.engine.handle(away, now))
+                self._feed(ExpiryDue(days * 86400))
             case SnapshotDue():
                 self._snapshot_pending = False
-                self._write_snapshot()
+                self.status.snapshot()
             case Wake():
                 pass
             case ConnectFailed(error, retry_in):
-                self._connection = f"cannot reach the server ({error}); retrying in {retry_in:.0f} s"
-                log.warning("connection failed", server=self._server_label(), error=error, retry_in=round(retry_in, 1))
+                self.status.connection = f"cannot reach the server ({error}); retrying in {retry_in:.0f} s"
+                log.warning("connection failed", server=self.account.server, error=error, retry_in=round(retry_in, 1))
             case StreamSuspended(error):
-                self._connection = "connection lost; reconnecting"
+                self.status.connection = "connection lost; reconnecting"
                 log.warning("connection lost", error=error)
             case StreamResumed():
-                self._connection = "connected"
+                self.status.connection = "connected"
                 log.info("session resumed (XEP-0198): rooms stay joined")
             case LoginFailed(error):
-                log.error("login failed: the server refused the credentials", account=str(self.jid.bare()), error=error)
-                self._connection = "login failed"
+                log.error("login failed: the server refused the credentials", account=self.account.bare, error=error)
+                self.status.connection = "login failed"
                 self.exit_code = EX_NOPERM
             case ClientStopped(error):
                 if not self.stopping:
@@ -508,103 +451,6 @@ class App:
             case _:
                 # the name only: an event's fields may be someone's message
                 log.warning("unknown event", event=type(event).__name__)
-
-    def _execute(self, actions: list[A.Action]) -> None:
-        session = self.session
-        assert session is not None
-        for action in actions:
-            match action:
-                case A.Note(level, event, fields):
-                    getattr(log, level)(event, **fields)
-                case A.Join(room, nick, password):
-                    if password:
-                        minimix_logging.add_secret(password)
-                    since = self.engine.history_since(room)
-                    if since is not None:  # a room without an archive: its history, minus what we have
-                        assert self.store is not None
-                        keys = tuple(self.store.keys_since(room, since - HISTORY_SLACK_S))
-                        self._execute(self.engine.handle(KnownMessages(room, keys), time.time()))
-                    session.join(room, nick, password, since)
-                case A.Leave(room, nick, status):
-                    session.leave(room, nick, status)
-                case A.ChangeNick(room, nick):
-                    session.change_nick(room, nick)
-                case A.SelfPing(room, nick):
-                    session.self_ping(room, nick, SELF_PING_TIMEOUT_S)
-                case A.QueryReservedNick(room):
-                    session.query_reserved_nick(room)
-                case A.DestroyRoom(room, reason):
-                    session.destroy_room(room, reason)
-                case A.Arm(room, kind, at):
-                    assert self.timers is not None
-                    self.timers.arm(f"{kind.value}:{room}", at, TimerFired(room, kind))
-                case A.Disarm(room, kind):
-                    assert self.timers is not None
-                    self.timers.disarm(f"{kind.value}:{room}")
-                case A.DisableAutojoin(room, reason):
-                    if (bookmark := self.engine.bookmark(room)) is not None:
-                        session.change_bookmark(bookmark, room, autojoin=False, reason=reason)
-                case A.MoveBookmark(room, venue, reason):
-                    if (bookmark := self.engine.bookmark(room)) is None:
-                        pass
-                    elif (kept := may_move(self.engine.effective, room, venue)) is not None:
-                        session.change_bookmark(bookmark, room, autojoin=False, reason=f"{reason} ({kept})")
-                    else:
-                        session.change_bookmark(bookmark, room, venue=venue, reason=reason)
-                case A.UpdateBookmark(room, autojoin, nick):
-                    session.change_bookmark(
-                        self.engine.bookmark(room), room, autojoin=autojoin, nick=nick, reason="asked by a client"
-                    )
-                case A.Relay(changes=changes) if changes:
-                    self._relay(session, action)
-                case A.Relay():
-                    session.relay(action)
-                case Change():
-                    assert self.store is not None
-                    self.store.apply((action,))
-                case A.SaveRoom(room, cursor, mam):
-                    assert self.store is not None
-                    if cursor is not None:
-                        self.store.set_room_cursor(room, *cursor)
-                    if mam is not None:
-                        self.store.set_room_mam(room, mam)
-                case A.CatchUp(room, after, limit, token):
-                    session.catch_up(room, after, limit, token)
-                case A.LoadPlayback(client, cursors, default, limit, after):
-                    assert self.store is not None
-                    found, more = self.store.messages_after(cursors, default, limit, after)
-                    self._execute(self.engine.handle(PlaybackLoaded(client, tuple(found), more), time.time()))
-                case A.Reply(resource, text, token):
-                    if isinstance(token, asyncio.Future):
-                        if not token.done():
-                            token.set_result(text)
-                    else:
-                        session.reply(resource, text)
-                case A.SendToRoom():
-                    session.send_to_room(action)
-                case A.SaveClient(resource, settings):
-                    assert self.store is not None
-                    self.store.save_client(resource, settings)  # type: ignore[arg-type]
-                    log.info("client settings saved", client=resource)
-                case A.MirrorPresence(show, status):
-                    joined = [(r.jid, r.nick) for r in self.engine.rooms if r.state is RoomState.JOINED and r.nick]
-                    session.mirror_presence(show, status, joined)
-                case _:
-                    log.warning("unknown action", action=type(action).__name__)  # as above
-
-    def _relay(self, session: Session, action: A.Relay) -> None:
-        """On record before it goes out (see Router.take for the order and why): the
-        ledger's changes, each relay in flight with its place in the XEP-0198 count of the
-        session it goes out on (the edge knows it), and that session's inbound count."""
-        assert self.store is not None
-        sm_id, positions, inbound = session.next_sm_positions(len(action.deliveries))
-        wire = {relay_id: (sm_id, n) for (_, relay_id), n in zip(action.deliveries, positions, strict=True)
-                if sm_id is not None and n is not None}
-        self.store.apply([dataclasses.replace(c, wire=wire.get(c.relay_id)) if isinstance(c, InFlight) else c
-                          for c in action.changes])
-        if sm_id is not None and inbound is not None:
-            self.store.record_stream(sm_id, inbound)
-        session.relay(action)
 
     def _poll_bookmarks(self, on: bool) -> None:
         """Poll where the server does not push every change (no retracts, legacy store).
@@ -625,71 +471,19 @@ class App:
         elif not on and job is not None:
             job.remove()
 
-    # -- timers ---------------------------------------------------------------------------
-
-    def _arm(self, job_id: str, at: float, event: object) -> None:
+    def _schedule_once(self, job_id: str, delay: float, event: object) -> None:
         assert self.scheduler is not None
         self.scheduler.add_job(
             self._post_async,
             "date",
-            run_date=dt.datetime.fromtimestamp(at, dt.UTC),
+            run_date=dt.datetime.fromtimestamp(time.time() + delay, dt.UTC),
             args=[event],
             id=job_id,
             replace_existing=True,
             misfire_grace_time=None,
         )
 
-    def _schedule_once(self, job_id: str, delay: float, event: object) -> None:
-        self._arm(job_id, time.time() + delay, event)
-
-    # -- status -----------------------------------------------------------------------------
-
-    def _update_status(self) -> None:
-        rooms = self.engine.rooms
-        if self._connection == "connected":
-            joined = rooms.count(RoomState.JOINED)
-            text = f"connected; {joined}/{rooms.wanted} rooms joined"
-            gave_up = rooms.count(RoomState.GAVE_UP)
-            if gave_up:
-                text += f"; {gave_up} gave up"
-        else:
-            text = self._connection
-        if self.stopping:
-            text = "stopping; leaving rooms"
-        if text != self._status:
-            self._status = text
-            self.notifier.status(text)
-
-    def _write_snapshot(self, *, stopped: bool = False) -> None:
-        rooms = self.engine.rooms.snapshot()
-        for room in rooms:
-            room["occupants"] = self.engine.occupants.count(room["room"])
-            room["archive"] = self.engine.catchups.mam.get(room["room"])
-        data = {
-            "pid": os.getpid(),
-            "account": str(self.jid),
-            "updated": time.time(),
-            "status": "stopped" if stopped else self._status,
-            "stopped": stopped,
-            "rooms": rooms,
-        }
-        path = status_file.snapshot_path(self.config.storage.state_dir)
-        if stopped:  # the last one: once those still being written are done
-            self._snapshot_writer.shutdown(wait=True)
-            self._save_snapshot(path, data)
-        else:  # its sync to the disk takes milliseconds: not in the loop, where relays wait
-            self._snapshot_writer.submit(self._save_snapshot, path, data)
-
-    @staticmethod
-    def _save_snapshot(path: Any, data: dict[str, Any]) -> None:
-        try:
-            status_file.write_snapshot(path, data)
-        except OSError as exc:
-            log.warning("cannot write the status file", error=str(exc))
-
     def _reload(self) -> None:
-        from minimix.config import ConfigError, load_config
-
         self.notifier.reloading()
         try:
             config = load_config(self.config.path)
@@ -702,18 +496,19 @@ class App:
                 log.warning("these settings take effect at the next restart", sections=",".join(later))
             self.config = config
             minimix_logging.set_level(config.logging.level, config.logging.log_messages)
-            self.engine.rooms.policy = room_policy(config)
-            self.engine.default_nick = default_nick(config, self.jid)
+            self.engine.rooms.policy = room_policy(config.rooms)
+            self.engine.default_nick = default_nick(config, self.account)
             self.engine.configure(
                 relay_globs=config.relay.clients, offline_status=config.presence.offline_status,
                 catchup_max=config.relay.catchup_max, playback_max=config.relay.playback_max,
             )
             log.info("configuration reloaded", path=str(config.path), level=config.logging.level)
-            self._execute(self.engine.refresh(time.time()))
+            assert self.effects is not None
+            self.effects.run(self.engine.refresh(time.time()))
         self.notifier.ready()
 
 
-def run(config: Any, password: str) -> int:
+def run(config: Config, password: str) -> int:
     """Run the daemon until a signal stops it; return the process exit code.  Raises
     ConfigError for what only shows when it is used (a JID stringprep refuses, a state dir
     that cannot be made)."""
