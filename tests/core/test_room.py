@@ -21,7 +21,7 @@ from minimix.core.events import (
     Wanted,
 )
 from minimix.core.policy import RoomPolicy
-from minimix.core.room import TRANSITIONS, Ctx, IllegalTransition, Room, RoomState
+from minimix.core.room import TRANSITIONS, Ctx, IllegalTransition, Room, RoomState, handle
 from minimix.core.types import Want
 
 R = "room@muc.example"
@@ -45,7 +45,7 @@ def room_in(state: S, *, nick="alice", want=ALICE, **kw) -> Room:
 
 def step(room, event, now=1000.0, policy=POLICY):
     c = ctx(now, policy)
-    actions = room.handle(event, c)
+    actions = handle(room, event, c)
     return [a for a in actions if not isinstance(a, A.Note)], [a for a in actions if isinstance(a, A.Note)]
 
 
@@ -63,7 +63,7 @@ def test_table_is_total_for_external_events():
 
 def test_internal_event_in_wrong_state_is_illegal():
     with pytest.raises(IllegalTransition):
-        room_in(S.JOINED).handle(JoinSlot(R), ctx())
+        handle(room_in(S.JOINED), JoinSlot(R), ctx())
 
 
 def test_waiting_slot_sends_join_and_arms_timeout():
@@ -340,7 +340,7 @@ def test_a_handler_that_leads_where_the_table_does_not_say_is_a_bug(monkeypatch)
         room_module.TRANSITIONS, (S.JOINED, OccupantGone), room_module.go(lambda r, e, c: S.BACKOFF, S.JOINED)
     )
     with pytest.raises(IllegalTransition, match="led to backoff"):
-        room_in(S.JOINED).handle(OccupantGone(R, "bob"), ctx())
+        handle(room_in(S.JOINED), OccupantGone(R, "bob"), ctx())
     assert entry.targets == {S.JOINED}
 
 

@@ -20,6 +20,7 @@ from dataclasses import replace
 from typing import Any
 
 from minimix.core import actions as A
+from minimix.core import room as machine
 from minimix.core.events import Disconnected, JoinSlot, RoomEvent, Unwanted, Wanted
 from minimix.core.policy import RoomPolicy
 from minimix.core.room import Ctx, Room, RoomState
@@ -134,7 +135,7 @@ class Rooms:
             self._waiting[event.room] = None
         before = room.state
         ctx = Ctx(now, self.policy, self.rng)
-        actions = room.handle(event, ctx)
+        actions = machine.handle(room, event, ctx)
         self._index(room)
         if room.state is RoomState.JOINED and before is not RoomState.JOINED:
             self.just_joined.append(room.jid)
