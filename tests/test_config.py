@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 
 from minimix import config as config_module
+from minimix import password as password_module
 from minimix.config import (
     Config,
     ConfigError,
     default_config_path,
     load_config,
-    password_source,
-    resolve_password,
     sections,
 )
+from minimix.password import password_source, resolve_password
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "config.example.toml"
@@ -275,7 +275,7 @@ def test_password_command_failure_does_not_show_its_output(write) -> None:
 
 
 def test_password_command_timeout(write, monkeypatch) -> None:
-    monkeypatch.setattr(config_module, "PASSWORD_COMMAND_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(password_module, "PASSWORD_COMMAND_TIMEOUT_S", 0.2)
     config = load(
         write(ACCOUNT + command(f"print('{SECRET}', flush=True); import time; time.sleep(30)"))
     )
@@ -327,7 +327,7 @@ def test_password_command_stderr_is_shown_when_it_fails_escaped(write, tmp_path,
 
 def test_password_command_stderr_is_bounded(write, tmp_path, capfd) -> None:
     """What is kept ends in the middle of the password: its line goes too."""
-    cut = config_module.PASSWORD_COMMAND_STDERR_MAX - 2
+    cut = password_module.PASSWORD_COMMAND_STDERR_MAX - 2
     body = f"echo '{SECRET}'\n{{ set +x; }} 2>/dev/null\nprintf 'x%.0s' $(seq {cut}) >&2\necho '{SECRET}' >&2\nhead -c 100000 /dev/zero | tr '\\0' y >&2"
     config = load(write(ACCOUNT + script(tmp_path, body)))
     assert resolve_password(config, env={}) == SECRET
@@ -336,7 +336,7 @@ def test_password_command_stderr_is_bounded(write, tmp_path, capfd) -> None:
     name = "minimix: password_command " + str(tmp_path / "get-password")
     shown = [line for line in err.splitlines() if line.startswith(name)]
     assert shown[-1] == f"{name}: ({cut + len(SECRET) + 1 + 100000} more bytes not shown)"
-    assert len(err) < config_module.PASSWORD_COMMAND_STDERR_MAX + 500
+    assert len(err) < password_module.PASSWORD_COMMAND_STDERR_MAX + 500
 
 
 def test_password_command_not_found(write) -> None:

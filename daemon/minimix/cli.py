@@ -19,15 +19,8 @@ from pathlib import Path
 from minimix import __version__
 from minimix import logging as minimix_logging
 from minimix import status as status_file
-from minimix.config import (
-    Config,
-    ConfigError,
-    default_config_path,
-    exposed_password,
-    load_config,
-    password_source,
-    resolve_password,
-)
+from minimix.config import Config, ConfigError, default_config_path, load_config
+from minimix.password import exposed_password, password_source, resolve_password
 
 EX_OK = os.EX_OK  # 0
 EX_SOFTWARE = os.EX_SOFTWARE  # 70: a bug (an unexpected exception)

@@ -37,10 +37,11 @@ import OpenSSL.SSL
 from cryptography import x509
 
 from minimix import doctor as verdict
-from minimix.config import Config, password_source
+from minimix.config import Config
 from minimix.core.bookmarks import BookmarkSet, wants
 from minimix.core.events import PingOutcome
 from minimix.doctor import Check, RoomProbe, Status
+from minimix.password import password_source
 from minimix.xmpp import compat
 from minimix.xmpp.session import _CapsNode, ping_outcome, raw_legacy_item, raw_pep_item
 from minimix.xmpp.xso import (
