@@ -992,3 +992,15 @@ def test_what_is_written_while_stanzas_are_taken_goes_out_in_one_write():
     with mock.patch.object(compat, "_orig_process_incoming", lambda *a: None):
         compat._process_incoming(stream, xmlstream, ("a room message", None))
     assert sent == [b"<message>relay</message><a/>"]
+
+
+# -- 21. expat's reparse deferral ---------------------------------------------------------------------
+
+
+def test_a_stanza_is_read_by_the_feed_that_completes_it():
+    """Expat >= 2.6 (Python 3.13) would look at an incomplete start tag again only once the
+    data after it had doubled: this message's few last bytes, in a read of their own, would
+    wait for the next stanza or keepalive."""
+    start = b"<message from='room@muc.example.org/bob' type='groupchat' id='" + b"i" * 200
+    (message,), _ = fed([STREAM_HEADER, start, b"'><body>x</body></message>"])
+    assert (message.id_, message.body[None]) == ("i" * 200, "x")
