@@ -927,8 +927,11 @@ def test_a_stanza_written_as_text_goes_to_the_transport_as_it_is():
         send(writer, ClientMessage("me@example.org/phone", b"<body>hi</body>", "r1"))
         return out.getvalue()
 
-    with mock.patch.object(aioxmpp.xml.XMPPXMLGenerator, "buffer", side_effect=AssertionError("buffered")):
-        fast = written(aioxmpp.xml.XMLStreamWriter.send)
+    def unbuffered(writer, message):
+        with mock.patch.object(aioxmpp.xml.XMPPXMLGenerator, "buffer", side_effect=AssertionError("buffered")):
+            aioxmpp.xml.XMLStreamWriter.send(writer, message)
+
+    fast = written(unbuffered)
     stock = written(compat._orig_writer_send)
     assert fast == stock and fast.endswith(b"""<message type='chat' to="me@example.org/phone" id="r1"><body>hi</body></message>""")
 
@@ -1004,3 +1007,20 @@ def test_a_stanza_is_read_by_the_feed_that_completes_it():
     start = b"<message from='room@muc.example.org/bob' type='groupchat' id='" + b"i" * 200
     (message,), _ = fed([STREAM_HEADER, start, b"'><body>x</body></message>"])
     assert (message.id_, message.body[None]) == ("i" * 200, "x")
+
+
+# -- 22. the stream header and footer in pieces -----------------------------------------------------
+
+
+def test_the_stream_header_and_footer_are_written_whole():
+    """One write each (one TLS record): a server whose expat defers reparsing held back the
+    last small piece (`>`) of the footer, and once the header after STARTTLS."""
+    writes: list[bytes] = []
+    out = mock.Mock(write=lambda data: writes.append(bytes(data)), flush=lambda: None)
+    writer = aioxmpp.xml.XMLStreamWriter(out, aioxmpp.JID.fromstr("example.org"), nsmap={None: "jabber:client"})
+    writer.start()
+    assert len(writes) == 1 and writes[0].startswith(b"<?xml") and writes[0].endswith(b">")
+    writer.close()
+    assert writes[1:] == [b"</stream:stream>"]
+    writer.close()  # closed: nothing more
+    assert len(writes) == 2

@@ -1097,6 +1097,33 @@ def _read_each_feed_whole(expat: Any) -> None:
         expat.SetReparseDeferralEnabled(False)
 
 
+# -- 22. the stream header and footer in pieces ------------------------------------------------
+# Defect: aioxmpp writes the stream header and footer a token at a time (`</`, `stream:stream`,
+# `>`: a dozen writes for the header); once TLS is up, patch 12 sends each at once, in a TLS
+# record and, with TCP_NODELAY (patch 5), a TCP segment of its own.  A server whose expat
+# defers reparsing (>= 2.6.0: Prosody 13 on Debian 13) then holds the last small piece until
+# more data comes: measured, `</stream:stream>` waited until 16 more bytes came (3 of 10
+# disconnects hung), and the stream header after STARTTLS once never got an answer.  Each is
+# now written whole, as aioxmpp writes every stanza (XMPPXMLGenerator.buffer()).
+# Upstream: none filed.  It can go with patch 12.
+
+_orig_writer_start = aioxmpp.xml.XMLStreamWriter.start
+_orig_writer_close = aioxmpp.xml.XMLStreamWriter.close
+
+
+def _writer_start(self: Any) -> None:
+    with self._writer.buffer():
+        _orig_writer_start(self)
+
+
+def _writer_close(self: Any) -> None:
+    gen = getattr(self, "_writer", None)
+    if self._closed or gen is None or gen._buf_in_use:
+        return _orig_writer_close(self)
+    with gen.buffer():
+        _orig_writer_close(self)
+
+
 # -- applying ---------------------------------------------------------------------------------
 
 
@@ -1123,6 +1150,8 @@ def apply() -> None:
     aioxmpp.stream.StanzaStream._process_incoming = _process_incoming
     aioxmpp.stream.StanzaStream._start_prepare = _start_prepare
     aioxmpp.xml.XMLStreamWriter.send = _writer_send
+    aioxmpp.xml.XMLStreamWriter.start = _writer_start
+    aioxmpp.xml.XMLStreamWriter.close = _writer_close
     monitor = aioxmpp.utils.AlivenessMonitor
     monitor.notify_received = _notify_received
     monitor._trip_soft_limit = _lazy_trip("soft", _orig_trip_soft)
