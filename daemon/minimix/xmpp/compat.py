@@ -1104,24 +1104,36 @@ def _read_each_feed_whole(expat: Any) -> None:
 # defers reparsing (>= 2.6.0: Prosody 13 on Debian 13) then holds the last small piece until
 # more data comes: measured, `</stream:stream>` waited until 16 more bytes came (3 of 10
 # disconnects hung), and the stream header after STARTTLS once never got an answer.  Each is
-# now written whole, as aioxmpp writes every stanza (XMPPXMLGenerator.buffer()).
+# now gathered and written in one piece (bytes: XMPPXMLGenerator.buffer() would hand the
+# transport a view of its reused buffer).
 # Upstream: none filed.  It can go with patch 12.
 
 _orig_writer_start = aioxmpp.xml.XMLStreamWriter.start
 _orig_writer_close = aioxmpp.xml.XMLStreamWriter.close
 
 
+def _in_one_write(gen: Any, write_pieces: Callable[[], None]) -> None:
+    pieces: list[bytes] = []
+    write, flush = gen._write, gen._flush
+    gen._write, gen._flush = pieces.append, None
+    try:
+        write_pieces()
+    finally:
+        gen._write, gen._flush = write, flush
+    write(b"".join(pieces))
+    if flush:
+        flush()
+
+
 def _writer_start(self: Any) -> None:
-    with self._writer.buffer():
-        _orig_writer_start(self)
+    _in_one_write(self._writer, lambda: _orig_writer_start(self))
 
 
 def _writer_close(self: Any) -> None:
     gen = getattr(self, "_writer", None)
-    if self._closed or gen is None or gen._buf_in_use:
+    if self._closed or gen is None:
         return _orig_writer_close(self)
-    with gen.buffer():
-        _orig_writer_close(self)
+    _in_one_write(gen, lambda: _orig_writer_close(self))
 
 
 # -- applying ---------------------------------------------------------------------------------
