@@ -4,7 +4,7 @@ Usage: PYTHON scripts/install.py PIP-INSTALL-ARGUMENTS…   e.g.  venv/bin/pytho
 
 Why: aioxmpp 0.13.3, its last release, requires lxml~=4.0 (>=4.0,<5). lxml 4 has no wheels for
 Python 3.13 and its C sources do not compile against 3.13, but nothing in aioxmpp needs lxml 4:
-minimix's tests pass with lxml 4.9 on 3.11 and with lxml 6 on 3.11 and 3.13. pip cannot
+minimix's tests pass with lxml 4.9 on 3.11 and with lxml 6 on 3.11 to 3.14. pip cannot
 override a requirement of a dependency, so this script builds aioxmpp 0.13.3 from its source
 release on PyPI (checked against the hash below), changes that one line of its metadata to
 lxml>=4.0,<7, labels the wheel 0.13.3+minimix.1 (a PEP 440 local version: never mistaken for
