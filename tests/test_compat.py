@@ -7,6 +7,7 @@ import datetime as dt
 import io
 import logging
 import socket
+import xml.sax.handler
 from unittest import mock
 
 import aioxmpp
@@ -1024,3 +1025,42 @@ def test_the_stream_header_and_footer_are_written_whole():
     assert writes[1:] == [b"</stream:stream>"]
     writer.close()  # closed: nothing more
     assert len(writes) == 2
+
+
+# -- 18. a namespace with a space fails the stream --------------------------------------------------
+
+ODD_NAMESPACES = (
+    b"<message from='stranger@example.net/x' to='me@example.org/mm' id='o1' type='headline'>"
+    b"<x xmlns='a b'/><y xmlns='a&#10;b'><z/></y><p:q xmlns:p='p q' p:r='1'/></message>"
+)
+
+
+def test_stock_reader_fails_the_stream_on_a_namespace_with_a_space(monkeypatch):
+    """expat (since 2.4.5) refuses a namespace holding the separator xml.sax gives it (a
+    space): the parser fails, and aioxmpp closes its own stream (bad-format)."""
+    monkeypatch.setattr(aioxmpp.xml, "make_parser", compat._orig_make_parser)
+    got, xs = fed([STREAM_HEADER + ODD_NAMESPACES + LIVE])
+    assert got == [] and xs.state >= aioxmpp.protocol.State.CLOSING
+
+
+def test_a_namespace_with_a_space_fails_nothing():
+    got, xs = fed([STREAM_HEADER + ODD_NAMESPACES + LIVE])
+    assert xs.state is aioxmpp.protocol.State.OPEN
+    assert got[-1].id_ == "m1"  # what comes after is read as ever
+
+
+def test_names_are_split_at_the_separator_only():
+    names = []
+
+    class Handler(xml.sax.handler.ContentHandler):
+        def startElementNS(self, name, qname, attrs):
+            names.append((name, dict(attrs.items())))
+
+    reader = compat.namespace_reader()
+    reader.setContentHandler(Handler())
+    reader.feed(b"<a xmlns='a b' xmlns:p='p&#10;q' p:c='1' d='2'><p:e/><f xmlns=''/></a>")
+    assert names == [
+        (("a b", "a"), {("p\nq", "c"): "1", (None, "d"): "2"}),
+        (("p\nq", "e"), {}),
+        ((None, "f"), {}),
+    ]
