@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 import xml.parsers.expat as pyexpat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from unittest import mock
@@ -70,7 +70,8 @@ class Daemon:
     session: S.Session
     xmlstream: aioxmpp.protocol.XMLStream
     wire: Wire
-    events: list[object] = field(default_factory=list)
+    events: list[object] = field(default_factory=list)  # what the session posted
+    listeners: list[Callable[[object], None]] = field(default_factory=list)  # called with each
 
     @property
     def stream(self) -> aioxmpp.stream.StanzaStream:
@@ -92,10 +93,18 @@ class Daemon:
         return [e for e in self.events[since:] if isinstance(e, kind)]
 
 
-async def daemon() -> Daemon:
+async def daemon(rooms: Callable[[], list[str]] = list) -> Daemon:
+    """``rooms``: what the user's ad-hoc forms offer."""
     events: list[object] = []
+    listeners: list[Callable[[object], None]] = []
+
+    def post(event: object) -> None:
+        events.append(event)
+        for listener in listeners:
+            listener(event)
+
     account = S.Account(aioxmpp.JID.fromstr(DAEMON), "pw")
-    session = S.Session(account, events.append, reconnect_delay=lambda attempt: 1.0, on_received=lambda: None)
+    session = S.Session(account, post, reconnect_delay=lambda attempt: 1.0, rooms=rooms, on_received=lambda: None)
     with mock.patch.object(compat.MinimixClient, "start", lambda self: None):
         session.start()  # everything but connecting
     client = session.client
@@ -116,7 +125,7 @@ async def daemon() -> Daemon:
     stream.start(xmlstream)
     client.established_event.set()
     session._nicks[ROOM] = "me"  # joined: its groupchat messages take compat 15's route
-    d = Daemon(session, xmlstream, wire, events)
+    d = Daemon(session, xmlstream, wire, events, listeners)
     await d.turns(1)  # the stanza loop runs
     return d
 

@@ -23,12 +23,18 @@ import aioxmpp.forms
 from minimix.core import commands as C
 from minimix.core.events import ClientCommand
 from minimix.core.relay import Mode
+from minimix.xmpp.xso import STANZA_MAX_BYTES, fitting
 
 F = aioxmpp.forms
 DEFAULT = "(this client's default)"
 ANSWER_TIMEOUT_S = 10.0
 SESSIONS = 256
 KEYWORD_ACTIONS = ("add", "remove", "list")
+# What an answer may hold (a stanza the server refuses costs the whole stream): a note, the
+# text of an error, and the rooms offered as choices (beyond: the room is typed in).
+NOTE_MAX_BYTES = STANZA_MAX_BYTES // 2
+ERROR_TEXT_MAX_BYTES = 1_000
+CHOICES_MAX_BYTES = STANZA_MAX_BYTES // 2
 
 
 def _field(var: str, label: str, type_: Any, options: list[str] | None = None, value: str | None = None,
@@ -40,6 +46,14 @@ def _field(var: str, label: str, type_: Any, options: list[str] | None = None, v
     if value is not None:
         field.values[:] = [value]
     return field
+
+
+def _rooms_field(var: str, label: str, rooms: list[str], value: str | None = None) -> F.Field:
+    """A choice of ``rooms``, or a text field where the choices would not fit in the answer
+    (an account in thousands of rooms)."""
+    if sum(2 * len(room.encode()) + 48 for room in rooms) <= CHOICES_MAX_BYTES:  # <option label=…><value>…
+        return _field(var, label, F.FieldType.LIST_SINGLE, rooms, value)
+    return _field(var, f"{label} (its address)", F.FieldType.TEXT_SINGLE, value=value)
 
 
 def _values(form: F.Data) -> dict[str, str]:
@@ -80,7 +94,7 @@ class AdhocCommands:
     def _relay_form(self) -> list[F.Field]:
         return [
             _field("mode", "Relay", F.FieldType.LIST_SINGLE, [m.value for m in Mode], "mentions"),
-            _field("room", "Room", F.FieldType.LIST_SINGLE, [DEFAULT, *self._rooms()], DEFAULT),
+            _rooms_field("room", "Room", [DEFAULT, *self._rooms()], DEFAULT),
         ]
 
     def _relay(self, values: dict[str, str]) -> C.Command:
@@ -107,7 +121,7 @@ class AdhocCommands:
         ]
 
     def _room_form(self) -> list[F.Field]:
-        return [_field("room", "Room", F.FieldType.LIST_SINGLE, self._rooms())]
+        return [_rooms_field("room", "Room", self._rooms())]
 
     def _nick_form(self) -> list[F.Field]:
         return [*self._room_form(), _field("nick", "New nick", F.FieldType.TEXT_SINGLE)]
@@ -131,13 +145,15 @@ class AdhocCommands:
             try:
                 command = build(_values(submitted) if submitted is not None else {})
             except (KeyError, ValueError) as exc:
-                raise aioxmpp.errors.XMPPModifyError(aioxmpp.ErrorCondition.BAD_REQUEST, text=f"bad form: {exc}") from None
+                raise aioxmpp.errors.XMPPModifyError(
+                    aioxmpp.ErrorCondition.BAD_REQUEST, text=fitting(f"bad form: {exc}", ERROR_TEXT_MAX_BYTES)
+                ) from None
             text = await self._run(iq.from_, command)
             return adhoc_xso.Command(
                 node,
                 status=adhoc_xso.CommandStatus.COMPLETED,
                 sessionid=request.sessionid,
-                notes=[adhoc_xso.Note(adhoc_xso.NoteType.INFO, text)],
+                notes=[adhoc_xso.Note(adhoc_xso.NoteType.INFO, fitting(text, NOTE_MAX_BYTES))],
             )
 
         return handle

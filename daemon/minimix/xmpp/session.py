@@ -12,9 +12,7 @@ import asyncio
 import contextlib
 import logging
 import math
-import re
 import time
-import xml.sax.saxutils
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -66,6 +64,7 @@ from minimix.xmpp import compat, mam, muc
 from minimix.xmpp.adhoc import AdhocCommands
 from minimix.xmpp.xso import (
     CAPS_NODE,
+    ENVELOPE_BYTES,
     NS_BOOKMARKS,
     NS_BOOKMARKS_COMPAT,
     NS_CAPS,
@@ -75,12 +74,18 @@ from minimix.xmpp.xso import (
     NS_HINTS,
     NS_MUC,
     NS_REPLY,
+    STANZA_MAX_BYTES,
     ClientMessage,
     Conference,
     Reply,
+    clipped,
+    fitting,
     node_config,
     publish_options,
     strip_fallback,
+    well_formed,
+    xml_chars,
+    xml_text,
 )
 
 log = structlog.get_logger("minimix.xmpp")
@@ -292,15 +297,35 @@ def archived_message(room: str, rs: compat.RoomStanza, archived: mam.Archived) -
 PRIVATE_HINTS = (
     f"<private xmlns='{NS_CARBONS}'/><no-copy xmlns='{NS_HINTS}'/><no-store xmlns='{NS_HINTS}'/>"
 )
-RELAY_HINTS = (
-    f"<request xmlns='urn:xmpp:receipts'/>{PRIVATE_HINTS}<fallback xmlns='{NS_FALLBACK}' for='{NS_FORWARD}'/>"
-)
-_NOT_XML_CHARS = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+RECEIPT_HINTS = f"<request xmlns='urn:xmpp:receipts'/>{PRIVATE_HINTS}"
+RELAY_HINTS = f"{RECEIPT_HINTS}<fallback xmlns='{NS_FALLBACK}' for='{NS_FORWARD}'/>"
+PAYLOAD_MAX_BYTES = STANZA_MAX_BYTES - ENVELOPE_BYTES
+STATUS_MAX_BYTES = 4_096  # our status, in every room we are in (mirrored from the user's client)
+REFERENCE_MAX_CHARS = 4_096  # a reply's reference: an occupant JID and an archive id
 
 
-def xml_text(text: str) -> str:
-    """``text`` as XML character data: escaped, and without the characters XML 1.0 forbids."""
-    return xml.sax.saxutils.escape(_NOT_XML_CHARS.sub("", text))
+def relay_payload(room: str, text: str, original: str, stamp: float | None) -> bytes:
+    """What a relay holds: the fallback body and the original, forwarded whole.  Where both
+    do not fit in one stanza (STANZA_MAX_BYTES), the body alone (what most clients show),
+    cut if even that is too long: a stanza the server refuses would cost the whole stream.
+    So would an original that is not XML (a message logged by a version that wrote some
+    that way, played back): its text alone too."""
+    if not well_formed(original):
+        log.warning("a logged message is not XML: relayed as its text alone", room=room, bytes=len(original))
+        return _text_alone(text)
+    forwarded = (
+        f"<forwarded xmlns='{NS_FORWARD}'><delay xmlns='urn:xmpp:delay' stamp='{dt_stamp(stamp)}'/>"
+        f"{original}</forwarded>"
+    ).encode()
+    body = xml_text(text).encode()
+    if len(body) + len(RELAY_HINTS) + len(forwarded) + len("<body></body>") <= PAYLOAD_MAX_BYTES:
+        return b"<body>" + body + f"</body>{RELAY_HINTS}".encode() + forwarded
+    log.debug("a message too big to relay whole: its text alone", room=room, bytes=len(forwarded))
+    return _text_alone(text)
+
+
+def _text_alone(text: str) -> bytes:
+    return f"<body>{clipped(text, PAYLOAD_MAX_BYTES - len(RECEIPT_HINTS))}</body>{RECEIPT_HINTS}".encode()
 
 
 SHOW_OF = {
@@ -998,7 +1023,7 @@ class Session:
         self._enqueue(self._shown(presence))
 
     def leave(self, room: str, nick: str, status: str | None) -> None:
-        self._enqueue(muc.leave_presence(aioxmpp.JID.fromstr(room), nick, status))
+        self._enqueue(muc.leave_presence(aioxmpp.JID.fromstr(room), nick, fitting(status, STATUS_MAX_BYTES) if status else None))
 
     def change_nick(self, room: str, nick: str) -> None:
         self._enqueue(self._shown(muc.nick_presence(aioxmpp.JID.fromstr(room), nick)))
@@ -1012,7 +1037,7 @@ class Session:
         return presence
 
     def mirror_presence(self, show: str, status: str | None, occupants: list[tuple[str, str]]) -> None:
-        self._room_show = (SHOW_OF.get(show, aioxmpp.PresenceShow.NONE), status)
+        self._room_show = (SHOW_OF.get(show, aioxmpp.PresenceShow.NONE), fitting(status, STATUS_MAX_BYTES) if status else None)
         for room, nick in occupants:
             self._enqueue(self._shown(muc.nick_presence(aioxmpp.JID.fromstr(room), nick)))
 
@@ -1033,13 +1058,9 @@ class Session:
         """
         if not isinstance(action.ref, str):
             return
-        payload = (
-            f"<body>{xml_text(action.text)}</body>{RELAY_HINTS}"
-            f"<forwarded xmlns='{NS_FORWARD}'><delay xmlns='urn:xmpp:delay' stamp='{dt_stamp(action.stamp)}'/>"
-            f"{action.ref}</forwarded>"
-        ).encode()
         tracked = action.seq is not None
         account = str(self.own.bare())
+        payload = relay_payload(action.room, action.text, action.ref, action.stamp)
         for resource, relay_id in action.deliveries:
             message = ClientMessage(f"{account}/{resource}", payload, relay_id)
             self._enqueue(message, self._delivery_tracker(relay_id) if tracked else None)
@@ -1095,7 +1116,7 @@ class Session:
     def reply(self, resource: str, text: str) -> None:
         """A message from the daemon to one of the user's clients (not carbon-copied to the
         others, not archived)."""
-        payload = f"<body>{xml_text(text)}</body>{PRIVATE_HINTS}".encode()
+        payload = f"<body>{clipped(text, PAYLOAD_MAX_BYTES - len(PRIVATE_HINTS))}</body>{PRIVATE_HINTS}".encode()
         message = ClientMessage(f"{self.own.bare()}/{resource}", payload)
         self._enqueue(message)
 
@@ -1106,11 +1127,11 @@ class Session:
             message.xep0045_muc_user = muc_xso.UserExt()
         else:
             message = aioxmpp.Message(type_=aioxmpp.MessageType.GROUPCHAT, to=room)
-        message.id_ = action.origin_id
-        message.body[None] = action.text
-        message.xep0359_origin_id = aioxmpp.misc.OriginID(action.origin_id)
-        if action.reply_to is not None:
-            message.minimix_reply = Reply(*action.reply_to)
+        message.id_ = xml_chars(action.origin_id)
+        message.body[None] = fitting(action.text, PAYLOAD_MAX_BYTES)
+        message.xep0359_origin_id = aioxmpp.misc.OriginID(message.id_)
+        if action.reply_to is not None and sum(map(len, action.reply_to)) <= REFERENCE_MAX_CHARS:
+            message.minimix_reply = Reply(*map(xml_chars, action.reply_to))  # (a longer one is no id)
         self._enqueue(message)
 
     def self_ping(self, room: str, nick: str, timeout: float) -> None:

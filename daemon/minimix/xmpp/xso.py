@@ -8,7 +8,9 @@ rewrites keeps whatever other clients put in it.
 
 from __future__ import annotations
 
-from xml.sax.saxutils import quoteattr
+import re
+import xml.parsers.expat as pyexpat
+from xml.sax.saxutils import escape, quoteattr
 
 import aioxmpp
 import aioxmpp.forms
@@ -137,6 +139,63 @@ aioxmpp.Message.minimix_reply = xso.Child([Reply])
 aioxmpp.Message.minimix_forwarded = xso.Child([aioxmpp.misc.Forwarded])
 
 
+# -- what the daemon writes ---------------------------------------------------------------------
+# One stanza the daemon writes holds at most this many bytes.  RFC 6120 §13.12 promises only
+# 10,000; Prosody and ejabberd take 256 KiB from a client by default (ejabberd's older
+# configuration, and MongooseIM's example: 64 KiB), and close the stream of one that sends
+# more (policy-violation).  A relay of a room's 150 KB message (the body twice: the fallback
+# and the original) did that to the daemon, and again after each reconnection, when its
+# playback relayed the message again: out of every room for good.
+STANZA_MAX_BYTES = 60_000
+ENVELOPE_BYTES = 4_096  # a stanza's own element around its payload: addresses (<= 3071 bytes), id
+_NOT_XML_CHARS = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_chars(text: str) -> str:
+    """``text`` without the characters XML 1.0 forbids (C0 controls, U+FFFE, lone surrogates)."""
+    return _NOT_XML_CHARS.sub("", text)
+
+
+def xml_text(text: str) -> str:
+    """``text`` as XML character data: escaped, and without the characters XML 1.0 forbids."""
+    return escape(xml_chars(text))
+
+
+def fitting(text: str, max_bytes: int) -> str:
+    """xml_chars(text), cut (with a note saying so) where, escaped, it would take more than
+    ``max_bytes`` of UTF-8."""
+    text = xml_chars(text)
+    if _escaped_bytes(text) <= max_bytes:
+        return text
+    note = f" [… cut: {len(text)} characters in all]"
+    room = max_bytes - len(note.encode())
+    lo, hi = 0, len(text)
+    while lo < hi:  # the longest head that fits
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if _escaped_bytes(text[:mid]) <= room else (lo, mid - 1)
+    return text[:lo] + note
+
+
+def clipped(text: str, max_bytes: int) -> str:
+    """xml_text(text) in ``max_bytes`` of UTF-8 at most (see fitting)."""
+    return escape(fitting(text, max_bytes))
+
+
+def well_formed(xml: str) -> bool:
+    """Whether ``xml`` is one well-formed element, namespaces and all, as expat (and so
+    Prosody) reads it."""
+    parser = pyexpat.ParserCreate("utf-8", "\x01")  # the separator of compat 18
+    try:
+        parser.Parse(xml.encode(), True)
+    except (pyexpat.ExpatError, UnicodeEncodeError):  # (a lone surrogate: not even UTF-8)
+        return False
+    return True
+
+
+def _escaped_bytes(text: str) -> int:
+    return len(escape(text).encode())
+
+
 class ClientMessage(aioxmpp.stanza.StanzaBase):
     """A chat message to one of the user's own clients (a relay, a command's answer), its
     payload already written as text and the whole stanza written as text too, straight into
@@ -162,9 +221,9 @@ class ClientMessage(aioxmpp.stanza.StanzaBase):
 
     def wire(self, *, declare: bool = False) -> bytes:
         xmlns = " xmlns='jabber:client'" if declare else ""
-        id_ = f" id={quoteattr(self.id_)}" if self.id_ else ""  # set when enqueued (autoset_id)
+        id_ = f" id={quoteattr(xml_chars(self.id_))}" if self.id_ else ""  # set when enqueued (autoset_id)
         return (
-            f"<message{xmlns} type='chat' to={quoteattr(self.address)}{id_}>".encode()
+            f"<message{xmlns} type='chat' to={quoteattr(xml_chars(self.address))}{id_}>".encode()
             + self.payload
             + b"</message>"
         )
