@@ -1245,3 +1245,30 @@ def test_an_exception_handling_a_stanza_costs_that_stanza_not_the_stream(at_once
     errors, texts, up = asyncio.run(run())
     assert errors == ["minimix: internal error while handling a stanza; skipped"]
     assert texts == ["fine"] and up
+
+
+# -- 21. a lost stream logs a traceback per disco query in flight --------------------------------
+
+
+@pytest.mark.parametrize("stock", [True, False], ids=["stock", "patched"])
+def test_a_disco_query_cancelled_with_the_stream_is_no_error(stock, caplog):
+    import aioxmpp.disco
+
+    async def run():
+        client = aioxmpp.Client(aioxmpp.JID.fromstr("a@localhost/r"), compat.security_layer("pw"))
+        disco = client.summon(aioxmpp.DiscoClient)
+        query = asyncio.ensure_future(asyncio.sleep(10))
+        callback = compat._orig_info_received if stock else aioxmpp.disco.DiscoClient._handle_info_received
+        query.add_done_callback(lambda task: callback(disco, aioxmpp.JID.fromstr("room@muc.localhost"), None, task))
+        await asyncio.sleep(0)
+        query.cancel()  # as the stream is lost
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        asyncio.run(run())
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    if stock:
+        assert errors and errors[0].startswith("Exception in callback")
+    else:
+        assert errors == []
