@@ -4,6 +4,8 @@ once, never crashes, never reconnects, and keeps following the real bookmarks.""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from harness import BOOKMARKS_NODE, NS, StanzaError, el_of
@@ -240,3 +242,85 @@ def test_an_occupant_cannot_hide_his_words_or_later_pms_with_copied_ids(user):
         )  # fmt: skip
     user.wait_relay(laptop, "pm B")
     assert "pm A" in user.relayed(laptop)
+
+
+# -- one element the daemon's parser could not take (issue 16 §1) ----------------------------
+
+ODD = "<x xmlns='a b'/>"  # well-formed XML, forwarded by Prosody and ejabberd alike
+
+
+def left(user, rooms: list[str], nick: str, since: int = 0) -> list:
+    """The unavailable presences bob saw from the daemon's occupant (``nick``) in ``rooms``."""
+    occupants = {f"{room}/{nick}" for room in rooms}
+    return [p for p in user.bob.presences[since:] if p["type"] == "unavailable" and str(p["from"]) in occupants]
+
+
+@pytest.mark.interop
+def test_a_namespace_with_a_space_from_anyone_never_takes_the_daemon_out(user, client):
+    """<x xmlns='a b'/> made the daemon's own parser fail and close its stream: from a
+    stranger, one message or IQ to its full JID; from an occupant, one presence in a room
+    (which the room replays on every rejoin: out of every room for as long as he stays)."""
+    server, bob = user.server, user.bob
+    rooms = [user.room(), user.room()]
+    room = rooms[0]
+    laptop = user.other("laptop")
+    for r in rooms:
+        user.phone.publish_bookmark(r, nick="alice")
+    d = user.start({"relay": {"clients": {"laptop": "all"}}})
+    for r in rooms:
+        user.wait_joined(r, "alice")
+    target = user.full_jid
+    stranger = client(server, resource="stranger")
+    carol = client(server, resource="carol")
+    carol.join(room, "carol")
+    bob_mark = len(bob.presences)
+
+    # Control: the server forwards each of them (to carol, a client of its own).
+    stranger.send_raw(f"<message to='{carol.jid}' type='chat' id='ctl'><body>control</body>{ODD}</message>")
+    carol.wait_message(lambda m: m["id"] == "ctl" and el_of(m).find("{a b}x") is not None)
+
+    stranger.send_raw(f"<message to='{target}' type='chat' id='s1'><body>hi</body>{ODD}</message>")
+    with contextlib.suppress(StanzaError):  # an error is an answer; none at all fails (TimeoutError)
+        stranger.iq(ODD, to=target, type_="get")
+    mark = len(carol.presences)
+    bob.send_raw(f"<presence to='{room}/bob'>{ODD}</presence>")
+    carol.wait_presence(lambda p: str(p["from"]) == f"{room}/bob" and el_of(p).find("{a b}x") is not None, since=mark)
+    bob.send_raw(f"<message to='{room}' type='groupchat' id='odd-1'><body>odd one</body>{ODD}</message>")
+
+    # The groupchat message reaches the opted-in client, the odd element in the original.
+    relay = user.wait_relay(laptop, "odd one")
+    assert user.forwarded_message(relay).find("{a b}x") is not None
+    # Later traffic still flows: a room's message, a command, a ping.
+    bob.say(room, "after")
+    user.wait_relay(laptop, "after")
+    assert user.command(laptop, "status")
+    assert stranger.ping(target) == "result"
+    # And the daemon never left a room: bob still sees it in each, and never saw it go.
+    user.barrier()
+    for r in rooms:
+        assert user.daemon_nick(r) == "alice", r
+    assert not left(user, rooms, "alice", bob_mark), "the daemon left a room"
+    assert_never_went_offline(user, d)
+
+
+@pytest.mark.interop
+def test_a_room_message_too_big_to_relay_whole_goes_as_its_text_and_the_daemon_stays(user):
+    """Bob's 150 KB message, relayed as a fallback body and the forwarded original (300 KB),
+    made the server close the daemon's stream (policy-violation: stanza too big), and again
+    after each reconnection (its playback relayed it again): out of every room for good."""
+    room = user.room()
+    laptop = user.other("laptop")
+    user.phone.publish_bookmark(room, nick="alice")
+    d = user.start({"relay": {"clients": {"laptop": "all"}}})
+    user.wait_joined(room, "alice")
+    label = room.split("@")[0]
+    user.bob.say(room, "B" * 150_000)
+    big = laptop.wait_message(
+        lambda m: str(m["from"]) == user.full_jid and m["body"].startswith(f"[{label}] bob: BBB")
+    )
+    assert big["body"].endswith("characters in all]") and len(big["body"]) < 60_000
+    user.bob.say(room, "after")
+    user.wait_relay(laptop, "after")  # later traffic still flows
+    user.barrier()
+    assert user.daemon_nick(room) == "alice"
+    assert_never_went_offline(user, d)
