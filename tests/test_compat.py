@@ -1272,3 +1272,31 @@ def test_a_disco_query_cancelled_with_the_stream_is_no_error(stock, caplog):
         assert errors and errors[0].startswith("Exception in callback")
     else:
         assert errors == []
+
+
+# -- 6b. a lost stream is reported once --------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_a_lost_stream_is_reported_once_not_also_as_a_failed_attempt(prosody):
+    """A stream that was up and failed was reported twice, as a suspension ("connection
+    lost") and as a failed connection attempt ("connection failed"), with the same error."""
+    account = prosody.new_account()
+
+    async def main():
+        client = pinned_client(prosody, account)
+        seen = []
+        client.on_stream_suspended.connect(lambda exc: seen.append(("lost", type(exc).__name__)))
+        client.on_connect_failed.connect(lambda exc, delay: seen.append(("failed", type(exc).__name__)))
+        established = client.on_stream_established.future()
+        client.start()
+        await established
+        again = {client.on_stream_established.future(), client.on_stream_resumed.future()}
+        client.stream._xmlstream.transport.abort()  # the connection breaks
+        await asyncio.wait(again, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+        assert any(f.done() for f in again)  # back (resumed, XEP-0198)
+        client.stop()
+        return seen
+
+    seen = asyncio.run(asyncio.wait_for(main(), 30))
+    assert [kind for kind, _ in seen] == ["lost"], seen

@@ -189,7 +189,8 @@ def set_nodelay(client: aioxmpp.Client) -> bool:
 # - a stream error other than conflict is retried at once, without any backoff;
 # - ``override_peer`` is only a preference: after it fails, aioxmpp still tries
 #   SRV/A records (a configured host must be the only one tried);
-# - nothing reports a failed attempt, so the daemon cannot say "retrying in N s".
+# - nothing reports a failed attempt, so the daemon cannot say "retrying in N s".  (A stream
+#   that was up and failed is not a failed attempt: on_stream_suspended reports it, once.)
 # MinimixClient replaces the loop, keeping aioxmpp's stream negotiation
 # (including XEP-0198 resumption) untouched.
 
@@ -222,6 +223,7 @@ class MinimixClient(aioxmpp.Client):
         self._delay_for = delay_for
         self._pin_peer = pin_peer
         self._failed_attempts = 0
+        self._lost: BaseException | None = None  # what ended the last stream that was up
 
     async def _connect(self) -> tuple[Any, Any, Any]:
         override_peer = []
@@ -261,7 +263,7 @@ class MinimixClient(aioxmpp.Client):
                 self.on_stream_resumed()
             self._is_suspended = False
             self._failed_attempts = 0
-            exc = await failure_future
+            exc = self._lost = await failure_future
             self.logger.info("stream failed: %s", exc)
             raise exc
         except asyncio.CancelledError:
@@ -311,7 +313,8 @@ class MinimixClient(aioxmpp.Client):
     async def _wait_before_retry(self, exc: BaseException) -> None:
         self._failed_attempts += 1
         delay = self._delay_for(self._failed_attempts)
-        self.on_connect_failed(exc, delay)
+        if exc is not self._lost:  # a lost stream is reported once, as such (on_stream_suspended)
+            self.on_connect_failed(exc, delay)
         await asyncio.sleep(delay)
 
 

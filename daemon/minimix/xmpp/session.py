@@ -1257,7 +1257,9 @@ class Session:
             if t.cancelled():
                 return
             exc = t.exception()
-            if exc is not None:
+            if isinstance(exc, ConnectionError) and not self.online:  # the stream's loss: reported once, as such
+                log.debug("task ended with the stream", task=what, error=_describe(exc))
+            elif exc is not None:
                 log.warning("task failed", task=what, error=_describe(exc))
 
         task.add_done_callback(done)
