@@ -98,6 +98,13 @@ def test_server_restart_rejoins_every_room(user, client):
     server.restart()
 
     d.wait_log(r"<6>session established", since=mark, timeout=40)
+    # The loss is logged once, at warning, with why; no traceback, nothing at error level.
+    # (An attempt made while the server is still starting fails, and says so.)
+    lost = d.lines[mark:]
+    (loss,) = [line for line in lost if line.startswith("<4>connection lost ")]
+    why = loss.split(" error=", 1)[1].split(" logger=")[0]
+    assert not [line for line in lost if line.startswith("<4>connection failed ") and why in line], lost
+    assert not [line for line in lost if line.startswith(("<0>", "<1>", "<2>", "<3>", "<4>task failed"))], lost
     user.bob = client(server, user.bob.account, "bob")
     for room in rooms:
         user.bob.join(room, "bob")
