@@ -340,7 +340,7 @@ class Stanza:
 TYPES = {
     "message": [None, "chat", "groupchat", "normal", "headline", "error", "bogus", ""],
     "presence": [None, "unavailable", "error", "subscribe", "probe", "bogus"],
-    "iq": ["get", "set", "result", "error"],
+    "iq": ["get", "set", "result", "error", "bogus"],
 }
 
 

@@ -315,3 +315,23 @@ def test_a_logged_original_that_is_not_xml_goes_as_its_text_alone():
     (relay,) = asyncio.run(run())
     assert relay.findtext("{jabber:client}body") == "[room] bob: hi"
     assert relay.find("{urn:xmpp:forward:0}forwarded") is None
+
+
+def test_a_stanza_that_cannot_be_written_costs_itself_not_the_batch_nor_the_stream():
+    """Written in one go with others (compat 9, 12), a stanza whose serialisation raises (a
+    C0 control in a body) is not written, and neither are half of it; the rest go out."""
+    import aioxmpp
+
+    async def run() -> list:
+        d = await daemon()
+        client = d.session.client
+        for n, body in enumerate(["before", "bad \x00", "after"]):
+            message = aioxmpp.Message(type_=aioxmpp.MessageType.CHAT, to=aioxmpp.JID.fromstr(PHONE), id_=f"w{n}")
+            message.body[None] = body
+            client.enqueue(message)
+        d.session.send_now()
+        await settle(d)
+        check_written(d)
+        return [s.findtext("{jabber:client}body") for s in written_stanzas(d.wire) if s.tag == "{jabber:client}message"]
+
+    assert asyncio.run(run()) == ["before", "after"]
