@@ -558,18 +558,19 @@ def raw_message(message: Any, insert: str = "") -> str | None:
         raw = raw[:end] + insert.encode() + raw[end:]
     if not raw.startswith(b"<message") or raw[8:9] not in (b" ", b"\t", b"\r", b"\n", b">"):
         return None  # a prefixed <x:message>: left to the serialiser
-    candidate = _declared(raw)
-    return candidate.decode() if candidate is not None and _root_of(candidate) == (_CLIENT_MESSAGE, message.id_) else None
+    declared = _declared(raw)
+    return declared[0].decode() if declared is not None and declared[1] == (_CLIENT_MESSAGE, message.id_) else None
 
 
-def _declared(raw: bytes) -> bytes | None:
+def _declared(raw: bytes) -> tuple[bytes, tuple[str, str | None]] | None:
     """A kept top-level <message ...> as well-formed text declaring jabber:client (adding
-    the declaration unless it has one), checked with expat as the stream was; None if it is
-    neither.  (Not with lxml: libxml2 refuses some namespaces Prosody and expat take, a
-    namespace with a space, and elements deeper than 256.)"""
+    the declaration unless it has one), checked with expat as the stream was, and its root's
+    (name, id); None if it is neither.  (Not with lxml: libxml2 refuses some namespaces
+    Prosody and expat take, a namespace with a space, and elements deeper than 256.)"""
     for candidate in (b"<message xmlns='jabber:client'" + raw[8:], raw):  # one declares it already
-        if _root_of(candidate) is not None:
-            return candidate
+        root = _root_of(candidate)
+        if root is not None:
+            return candidate, root
     return None
 
 
@@ -770,7 +771,8 @@ def _kept_element(kept: tuple[bytes, int], id_: str | None) -> tuple[Any, bytes]
             declared = _declared(raw)
             if declared is None:
                 raise
-            text, root = declared, lxml.etree.fromstring(declared, _TOLERANT)
+            text = declared[0]
+            root = lxml.etree.fromstring(text, _TOLERANT)
     if root.tag != "{jabber:client}message" or root.get("id") != id_:
         raise ValueError("the kept text is not the message parsed")
     return root, text
@@ -1228,7 +1230,6 @@ def _writer_close(self: Any) -> None:
 
 _EXPAT_HANDLERS = tuple(name for name in dir(pyexpat.ParserCreate()) if name.endswith("Handler"))
 _orig_make_parser = aioxmpp.xml.make_parser
-_orig_read_xso = aioxmpp.xml.read_xso
 
 
 def _split_name(name: str) -> tuple[str | None, str]:
