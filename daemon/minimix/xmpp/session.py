@@ -1128,7 +1128,9 @@ class Session:
         else:
             message = aioxmpp.Message(type_=aioxmpp.MessageType.GROUPCHAT, to=room)
         message.id_ = xml_chars(action.origin_id)
-        message.body[None] = fitting(action.text, PAYLOAD_MAX_BYTES)
+        # Not cut to STANZA_MAX_BYTES: the text came in a bigger stanza from the user's client,
+        # which the server took.
+        message.body[None] = xml_chars(action.text)
         message.xep0359_origin_id = aioxmpp.misc.OriginID(message.id_)
         if action.reply_to is not None and sum(map(len, action.reply_to)) <= REFERENCE_MAX_CHARS:
             message.minimix_reply = Reply(*map(xml_chars, action.reply_to))  # (a longer one is no id)
