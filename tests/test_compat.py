@@ -1195,7 +1195,6 @@ def test_a_stream_that_goes_down_with_stanzas_queued_is_no_internal_error(caplog
     more, which is the stream's loss (reported once, as such), not an internal error, and
     the stanzas read before it are still handled."""
     import hostile
-
     from minimix.core.events import ClientText
 
     async def run():
@@ -1219,7 +1218,6 @@ def test_an_exception_handling_a_stanza_costs_that_stanza_not_the_stream(at_once
     """A bug of ours handling one stanza: logged, and the next one in the same read is still
     handled (in aioxmpp's own loop such an exception ended the stanza stream)."""
     import hostile
-
     from minimix.core.events import ClientText
 
     async def run():
