@@ -1185,7 +1185,8 @@ def test_an_archived_message_with_an_ampersand_in_a_namespace_is_written_as_xml(
     assert [c.tag for c in root][1:3] == ["{http://x/?a=1&b=2}x", "{<}y"]
     assert compat._root_of(text) == (compat._CLIENT_MESSAGE, "m4")  # and expat, as the server reads it
     stock = lxml.etree.tostring(lxml.etree.fromstring(b"<m><x xmlns='http://x/?a=1&amp;b=2'/></m>"))
-    assert stock == b'<m><x xmlns="http://x/?a=1&b=2"/></m>'  # how libxml2 writes it: not XML
+    # how libxml2 writes it: 2.10 (lxml 4.9, Debian 12) as it is, not XML; 2.14 (lxml 6) escaped
+    assert stock in (b'<m><x xmlns="http://x/?a=1&b=2"/></m>', b'<m><x xmlns="http://x/?a=1&amp;b=2"/></m>')
 
 
 # -- 13. one stanza, never the stream ------------------------------------------------------------
