@@ -126,6 +126,32 @@ class Relay(Action):
 
 
 @dataclass(frozen=True, slots=True)
+class Store(Action):
+    """Send a room message to the account's bare JID, for the server to store (offline
+    storage and the account's archive; its push module wakes a phone): the message selected
+    a ``mentions`` client that is away, and no resource would get it from the server now.
+    As a relay: the readable fallback, the original forwarded whole.  ``push_id`` is the
+    stanza's id; the server's ack of it comes back in RelaysAcked."""
+
+    room: str
+    push_id: str
+    text: str
+    ref: object
+    seq: int
+    stamp: float
+    clients: tuple[str, ...]  # the away clients it stands in for
+
+
+@dataclass(frozen=True, slots=True)
+class FindRead(Action):
+    """Find a read marker's archive id in the log: the answer comes back as ReadAt (nothing
+    comes back for an id the log does not have)."""
+
+    room: str
+    stanza_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class Reply(Action):
     """Answer one of the user's clients (a chat message, or the ad-hoc result for ``token``)."""
 

@@ -42,6 +42,8 @@ from minimix.core.events import (
     PepBookmarkRetracted,
     PepBookmarksLoaded,
     PlaybackLoaded,
+    ReadAt,
+    ReadUpTo,
     RelayBounced,
     RelayReceived,
     RelaysAcked,
@@ -88,6 +90,8 @@ ACCOUNT_EVENTS = (
     RelayReceived,
     KnownMessages,
     ExpiryDue,
+    ReadUpTo,
+    ReadAt,
 )
 EVENTS = (RoomEvent, *ACCOUNT_EVENTS)
 """Every event the engine takes (the app hands it these and nothing else)."""
@@ -95,7 +99,7 @@ AccountEvent = (
     SessionEstablished | SessionLost | PepBookmarksLoaded | PepBookmarkPublished | PepBookmarkRetracted
     | LegacyBookmarksLoaded | OccupantPresent | OccupantLeft | ClientPresence | RoomMessage | ClientText
     | ClientCommand | CatchUpDone | CatchUpPage | PlaybackLoaded | RelaysAcked | RelayBounced
-    | RelayReceived | KnownMessages | ExpiryDue
+    | RelayReceived | KnownMessages | ExpiryDue | ReadUpTo | ReadAt
 )
 
 
@@ -110,6 +114,7 @@ class Engine:
         offline_status: str = "not connected",
         catchup_max: int = 500,
         playback_max: int = 200,
+        offline_mentions: str = "store",
         address_check: AddressCheck | None = None,
     ) -> None:
         self.default_nick = default_nick
@@ -123,7 +128,9 @@ class Engine:
         self.ledger = Ledger(rng, playback_max=playback_max)
         self.catchups = CatchUps(lambda m, now: self.router.take(m, now), lambda r, t: self.router.tell(r, t),
                                  catchup_max=catchup_max)
-        self.router = Router(self.ledger, view, self.presence, self.catchups.noted, relay_globs)
+        self.router = Router(self.ledger, view, self.presence, self.catchups.noted, relay_globs,
+                             self.presence.server_delivers)
+        self.router.store_mentions = offline_mentions == "store"
         self.chat = Chat(self.router, self.ledger, view, address_check)
         self.deferred_playback: set[str] = set()  # clients back before the bookmarks were known
         self.stopping = False
@@ -188,6 +195,11 @@ class Engine:
                 return self.ledger.received(resource, relay_id)
             case KnownMessages(room, keys):
                 return self.router.known(room, keys)
+            case ReadUpTo(room, stanza_id):
+                return [A.FindRead(room, stanza_id)]
+            case ReadAt(room, seq, unread):
+                self.router.read_at(room, seq, unread)
+                return []
             case ExpiryDue(retention_s):
                 return self.ledger.expire(now, retention_s, busy=self.presence)
             case RoomEvent():
@@ -302,9 +314,10 @@ class Engine:
         return self.ledger.restore(ledger, known=self.router.settings, now=now)
 
     def configure(self, *, relay_globs: Mapping[str, str], offline_status: str, catchup_max: int,
-                  playback_max: int) -> None:
+                  playback_max: int, offline_mentions: str = "store") -> None:
         """The settings a reload changes at once (the constructor's, of the same names)."""
         self.router.globs = dict(relay_globs)
+        self.router.store_mentions = offline_mentions == "store"
         self.presence.offline_status = offline_status
         self.catchups.catchup_max = catchup_max
         self.ledger.playback_max = playback_max

@@ -200,6 +200,10 @@ class ClientPresence:
     available: bool
     show: str = "available"  # chat | available | away | xa | dnd
     status: str | None = None
+    # Where the server delivers what comes to the account's bare JID: a resource with a
+    # negative priority gets none of it (RFC 6121 §8.5.2.1), and with none >= 0 the server
+    # stores it (offline storage, which wakes a phone on push).
+    priority: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,6 +327,25 @@ class KnownMessages:
 
     room: str
     keys: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadUpTo:
+    """The user has read a room up to the message with this archive id, on one of their
+    clients (XEP-0490: an item of the account's own ``urn:xmpp:mds:displayed:0`` node)."""
+
+    room: str
+    stanza_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReadAt:
+    """Where a read marker stands in the log (the store found its archive id): the room's
+    message ``seq``, and how many of the room's messages are logged after it."""
+
+    room: str
+    seq: int
+    unread: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,8 @@ way, behind a database interface):
   acknowledged, to a client that answers receipts (XEP-0184), waits for its receipt;
 - which clients answer receipts;
 - the playbacks being read back from the log, page by page;
+- mentions stored on the server for clients away (:class:`Pushed`): their playback skips
+  them, the server hands them over (offline storage, the account's archive);
 - crash settlement: after a crash, which relays in flight the server had;
 - forgetting clients that never come back (a random resource per login).
 
@@ -38,6 +40,9 @@ FORGOTTEN_AFTER_RETENTIONS = 10
 AWAITING_MAX = 2_000  # relays waiting for a receipt, at most (beyond: the server's ack)
 PLAYBACK_PAGE = 500  # messages read from the log at a time for a playback
 SM_WRAP = 1 << 32  # XEP-0198 counts are modulo 2^32
+# Mentions stored on the server, kept per client for its playback to skip (beyond: the oldest
+# go, and a playback may send one of those again: a duplicate, never a loss).
+PUSHED_MAX = 1_000
 
 
 # -- the changes ------------------------------------------------------------------------------
@@ -105,6 +110,26 @@ class Settled(Change):
 
 
 @dataclass(frozen=True, slots=True)
+class Pushed(Change):
+    """The server has message ``seq`` of ``room`` for these clients (sent to the account's
+    bare JID to be stored): their playback skips it.  Their cursors stay where they are
+    (earlier messages may still be owed)."""
+
+    clients: tuple[str, ...]
+    room: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class PushesForgotten(Change):
+    """These stored messages no longer need skipping for ``client``: its cursor in their
+    rooms is past them."""
+
+    client: str
+    seqs: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Away(Change):
     """A client went away after message ``seq``, at ``at``; None: it is back and has had
     its playback."""
@@ -158,6 +183,7 @@ class LedgerState:
     away_at: Mapping[str, float] = field(default_factory=dict)  # when each went (where known)
     flights: Mapping[str, Flight] = field(default_factory=dict)
     receipts: frozenset[str] = frozenset()
+    pushed: Mapping[str, Mapping[int, str]] = field(default_factory=dict)  # client → seq → room
 
 
 class LedgerStore(Protocol):
@@ -226,6 +252,11 @@ class Ledger:
         self.receipts: set[str] = set()
         self.recent: OrderedDict[str, tuple[str, str, int]] = OrderedDict()  # for receipts, bounces
         self.playbacks: dict[str, Playback] = {}
+        # Messages sent to the account's bare JID for clients away: in flight (push id →
+        # (clients, room, seq)), then, once the server has them, per client (seq → room).
+        self.pushing: OrderedDict[str, tuple[tuple[str, ...], str, int]] = OrderedDict()
+        self.pushed: dict[str, OrderedDict[int, str]] = {}
+        self.pushes: dict[str, int] = {}  # per room: how many went to the server since start
 
     # -- start ---------------------------------------------------------------------------
 
@@ -241,6 +272,7 @@ class Ledger:
         self.away = dict(state.away)
         self.away_at = dict(state.away_at)
         self.receipts = set(state.receipts)
+        self.pushed = {c: OrderedDict(sorted(seqs.items())) for c, seqs in state.pushed.items()}
         self.inflight, self.awaiting = {}, {}
         for relay_id, f in state.flights.items():
             (self.awaiting if f.acked else self.inflight)[relay_id] = (f.client, f.room, f.seq)
@@ -324,6 +356,8 @@ class Ledger:
         for relay_id in relay_ids:
             entry = self.inflight.pop(relay_id, None)
             if entry is None:
+                if (push := self.pushing.pop(relay_id, None)) is not None and delivered:
+                    changes += self._pushed(*push)
                 continue
             client = entry[0]
             if delivered and client in self.receipts:
@@ -352,6 +386,24 @@ class Ledger:
         if owed:
             changes.append(Settled(tuple(owed)))
         return changes
+
+    def push(self, clients: Sequence[str], room: str, seq: int) -> str:
+        """A message sent to the account's bare JID for these away clients: its id.  It
+        counts for them once the server has it (:meth:`acked`); lost, it is still owed."""
+        push_id = self.new_id()
+        self.pushing[push_id] = (tuple(clients), room, seq)
+        while len(self.pushing) > REMEMBERED:
+            self.pushing.popitem(last=False)
+        return push_id
+
+    def _pushed(self, clients: tuple[str, ...], room: str, seq: int) -> list[Change]:
+        for client in clients:
+            kept = self.pushed.setdefault(client, OrderedDict())
+            kept[seq] = room
+            while len(kept) > PUSHED_MAX:
+                kept.popitem(last=False)
+        self.pushes[room] = self.pushes.get(room, 0) + 1
+        return [Pushed(clients, room, seq)]
 
     def received(self, client: str, relay_id: str) -> list[Change]:
         """A client's receipt for a relay (XEP-0184): it has it.  From now on its relays wait
@@ -458,9 +510,10 @@ class Ledger:
         if pb is None:
             return []
         pending = self.pending(client)
+        pushed = self.pushed.get(client, {})
         actions: list[A.Action] = []
         for m in messages:
-            if m.seq in pending or not wanted(m):
+            if m.seq in pending or m.seq in pushed or not wanted(m):
                 continue
             if pb.mark is None or m.seq <= pb.mark:
                 actions.append(relay(client, m))  # owed from before it left: whole
@@ -481,9 +534,22 @@ class Ledger:
             del self.away[client]
             self.away_at.pop(client, None)
             actions.append(Away(client, None))
+        actions += self._forget_pushed(client)
         if pb.sent:
             actions.append(A.Note("info", "playback", {"client": client, "messages": pb.sent}))
         return actions
+
+    def _forget_pushed(self, client: str) -> list[Change]:
+        """The stored messages its cursors are past: no playback reads them again."""
+        kept = self.pushed.get(client)
+        if not kept:
+            return []
+        done = tuple(seq for seq, room in kept.items() if seq <= self.cursors.get((client, room), -1))
+        for seq in done:
+            del kept[seq]
+        if not kept:
+            del self.pushed[client]
+        return [PushesForgotten(client, done)] if done else []
 
     def drop_playback(self, client: str) -> None:
         self.playbacks.pop(client, None)
@@ -515,6 +581,8 @@ class Ledger:
         for pending in (self.inflight, self.awaiting):
             for relay_id in [r for r, (c, _, _) in pending.items() if c in gone]:
                 del pending[relay_id]
+        for client in gone:
+            self.pushed.pop(client, None)
         for client in forgotten:
             del self.away[client], self.away_at[client]
             self.receipts.discard(client)

@@ -26,6 +26,8 @@ from minimix.core.ledger import (
     InFlight,
     LedgerState,
     Logged,
+    Pushed,
+    PushesForgotten,
     Settled,
 )
 
@@ -39,6 +41,7 @@ class MemoryLedgerStore:
         self.away_at: dict[str, float] = {}
         self.flights: dict[str, Flight] = {}
         self.receipts: set[str] = set()
+        self.pushed: dict[str, dict[int, str]] = {}  # client → seq → room
         self.room_cursors: dict[str, tuple[str | None, float]] = {}  # catch-up's (Logged moves them too)
         self.room_mam: dict[str, bool] = {}
 
@@ -70,12 +73,22 @@ class MemoryLedgerStore:
                     self.away[client] = seq
                     if at is not None:
                         self.away_at[client] = at
+                case Pushed(clients, room, seq):
+                    for client in clients:
+                        self.pushed.setdefault(client, {})[seq] = room
+                case PushesForgotten(client, seqs):
+                    kept = self.pushed.get(client, {})
+                    for seq in seqs:
+                        kept.pop(seq, None)
+                    if not kept:
+                        self.pushed.pop(client, None)
                 case AnswersReceipts(client, answers):
                     (self.receipts.add if answers else self.receipts.discard)(client)
                 case CursorsForgotten(clients) | ClientsForgotten(clients):
                     gone = set(clients)
                     self.cursors = {k: v for k, v in self.cursors.items() if k[0] not in gone}
                     self.flights = {r: f for r, f in self.flights.items() if f.client not in gone}
+                    self.pushed = {c: seqs for c, seqs in self.pushed.items() if c not in gone}
                     if isinstance(change, ClientsForgotten):
                         for client in gone:
                             self.away.pop(client, None)
@@ -92,6 +105,7 @@ class MemoryLedgerStore:
             away_at=dict(self.away_at),
             flights=dict(self.flights),
             receipts=frozenset(self.receipts),
+            pushed={c: dict(seqs) for c, seqs in self.pushed.items()},
         )
 
     def set_room_cursor(self, room: str, stanza_id: str | None, stamp: float) -> None:
@@ -129,4 +143,17 @@ class MemoryLedgerStore:
             m = self.log.pop(seq)
             if m.stanza_id is not None:
                 self._ids.discard((m.room, m.stanza_id))
+        for seqs in self.pushed.values():  # a message pruned is played back to no one
+            for seq in [s for s in seqs if s not in self.log]:
+                del seqs[seq]
+        self.pushed = {c: seqs for c, seqs in self.pushed.items() if seqs}
         return len(old)
+
+    def read_position(self, room: str, stanza_id: str) -> tuple[int, int] | None:
+        """Where a room's message with this archive id is in the log, and how many of the
+        room's (not private) messages come after it; None if it is not in the log."""
+        found = [seq for seq, m in self.log.items() if m.room == room and m.stanza_id == stanza_id]
+        if not found:
+            return None
+        after = sum(1 for seq, m in self.log.items() if m.room == room and not m.private and seq > found[0])
+        return found[0], after

@@ -22,6 +22,7 @@ AVAILABILITY = {"chat": 5, "available": 4, "away": 3, "dnd": 2, "xa": 1}
 class Online:
     show: str = "available"
     status: str | None = None
+    priority: int = 0
 
 
 class Presence:
@@ -42,9 +43,14 @@ class Presence:
         actions = self._arm(now)
         if ev.available:
             back = ev.resource not in self.online
-            self.online[ev.resource] = Online(ev.show, ev.status)
+            self.online[ev.resource] = Online(ev.show, ev.status, ev.priority)
             return actions, back, False
         return actions, False, self.online.pop(ev.resource, None) is not None
+
+    def server_delivers(self) -> bool:
+        """Whether the server hands what comes to the account's bare JID to a resource now
+        (one of the user's clients with a priority of 0 or more), rather than storing it."""
+        return any(o.priority >= 0 for o in self.online.values())
 
     def _arm(self, now: float) -> list[A.Action]:
         if self.armed:

@@ -117,16 +117,24 @@ class Router:
         online: Collection[str],
         noted: Callable[[RoomMessage, float], tuple[str | None, float] | None],
         globs: Mapping[str, str] | None = None,
+        server_delivers: Callable[[], bool] = lambda: True,
     ) -> None:
         self.ledger = ledger
         self.rooms = rooms
         self.online = online  # the clients online now (core.presence)
+        self.server_delivers = server_delivers  # a resource would get what goes to the bare JID
+        self.store_mentions = True  # [relay] offline_mentions = "store"
         self._noted = noted  # the room's catch-up cursor after this message, if it moves (core.catchup)
         self.globs = dict(globs or {})  # [relay.clients]
         self.settings: dict[str, ClientSettings] = {}
         self.seen = Seen()
         self.targets: OrderedDict[str, Target] = OrderedDict()  # relay id → where a reply goes
         self.posted: OrderedDict[str, str] = OrderedDict()  # origin-id → the client that posted
+        # Read markers (XEP-0490), per room: the last message of the log the user has read on
+        # some client, and how many of the room's messages came after it.  One per room of
+        # the log, at most.
+        self.read: dict[str, int] = {}
+        self.unread: dict[str, int] = {}
 
     # -- what each client wants -------------------------------------------------------
 
@@ -168,6 +176,8 @@ class Router:
                                      msg.subject, fallback_text(msg), msg.ref, key, cursor)
             seq = logged.seq
             actions.append(logged)
+            if not msg.private and msg.room in self.unread:
+                self.unread[msg.room] += 1
         elif cursor is not None:  # nothing to log (e.g. an empty message with an id): the cursor alone
             actions.append(A.SaveRoom(msg.room, cursor=cursor))
         # Our own echo: our origin-id, from our occupant (anyone can copy an origin-id).
@@ -180,7 +190,30 @@ class Router:
             target = Target(msg.room, msg.nick, stanza_id, msg.private)
             actions.append(self._relay(clients, msg.room, fallback_text(msg), msg.ref, msg.private, seq, stamp,
                                        target))
+        if seq is not None and msg.body is not None and self.ledger.away and self.store_mentions:
+            actions += self._store(msg, seq, stamp)
         return actions
+
+    def _store(self, msg: RoomMessage, seq: int, stamp: float) -> list[A.Action]:
+        """A message that selects ``mentions`` clients that are away, when no resource of the
+        account would get it from the server now: sent once to the account's bare JID, for
+        the server to store (offline storage, the archive) and wake a phone on push.  Clients
+        in ``all`` mode get their playback as usual: a phone that wants every line is woken
+        by none of them."""
+        if self.server_delivers() or not isinstance(msg.ref, str):
+            return []
+        away = tuple(c for c in self.ledger.away if c not in self.online and self.mode(c, msg.room) is Mode.MENTIONS
+                     and self.wanted(c, msg.room, msg.body, msg.subject, msg.private))
+        if not away:
+            return []
+        push_id = self.ledger.push(away, msg.room, seq)
+        return [A.Store(msg.room, push_id, fallback_text(msg), msg.ref, seq, stamp, away)]
+
+    def read_at(self, room: str, seq: int, unread: int) -> None:
+        """A read marker found in the log: playback skips the room's messages up to it (a
+        marker never moves back: a client behind the others does not un-read)."""
+        if seq > self.read.get(room, 0):
+            self.read[room], self.unread[room] = seq, unread
 
     def _relay(self, clients: list[str], room: str, text: str, ref: object, private: bool, seq: int | None,
                stamp: float, target: Target) -> A.Relay:
@@ -198,7 +231,10 @@ class Router:
                            Target(m.room, m.nick, None, m.private))
 
     def playback_wants(self, client: str) -> Callable[[Stored], bool]:
-        return lambda m: self.wanted(client, m.room, m.body, m.subject, m.private)
+        """What a client's playback sends: what its mode selects and the user has not read
+        on another client (a room's marker says nothing of its private messages)."""
+        return lambda m: ((m.private or m.seq > self.read.get(m.room, 0))
+                          and self.wanted(client, m.room, m.body, m.subject, m.private))
 
     def known(self, room: str, keys: tuple[str, ...]) -> list[A.Action]:
         """Keys of messages already logged (a room's history asked again): not taken twice."""

@@ -100,4 +100,14 @@ MIGRATIONS: list[str] = [
     ALTER TABLE client_seen ADD COLUMN away_since REAL;
     UPDATE client_seen SET away_since = CAST(strftime('%s', 'now') AS REAL) WHERE offline_since IS NOT NULL
     """,
+    # 9: mentions the server stored for clients away (sent to the account's bare JID): their
+    # playback skips them
+    """
+    CREATE TABLE pushed (
+        client TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        room TEXT NOT NULL,
+        PRIMARY KEY (client, seq)
+    )
+    """,
 ]

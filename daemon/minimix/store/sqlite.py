@@ -22,6 +22,8 @@ from minimix.core.ledger import (
     InFlight,
     LedgerState,
     Logged,
+    Pushed,
+    PushesForgotten,
     Settled,
 )
 from minimix.core.relay import ClientSettings, Mode
@@ -98,9 +100,23 @@ class Store(Database):
         goes on from it after a restart (a store pruned empty would start again at 1, below
         every client's cursor, and what came next would count as delivered)."""
         with self._transaction():
-            return self._exec(
+            pruned = self._exec(
                 "DELETE FROM message WHERE stamp < ? AND seq < (SELECT max(seq) FROM message)", (before,)
             ).rowcount
+            # a message pruned is played back to no one: nothing to skip
+            self._exec("DELETE FROM pushed WHERE NOT EXISTS (SELECT 1 FROM message WHERE message.seq = pushed.seq)")
+            return pruned
+
+    def read_position(self, room: str, stanza_id: str) -> tuple[int, int] | None:
+        """Where a room's message with this archive id is in the log, and how many of the
+        room's (not private) messages come after it; None if it is not in the log."""
+        row = self._read("SELECT seq FROM message WHERE room = ? AND stanza_id = ?", (room, stanza_id)).fetchone()
+        if row is None:
+            return None
+        (after,) = self._read(
+            "SELECT count(*) FROM message WHERE room = ? AND seq > ? AND NOT private", (room, row[0])
+        ).fetchone()
+        return row[0], after
 
     # -- rooms ---------------------------------------------------------------------------------
 
@@ -143,6 +159,10 @@ class Store(Database):
                     clients = [(client,) for c in run for client in c.clients]
                     for sql in _FORGET_SQL[kind]:
                         self._execmany(sql, clients)
+                elif kind is Pushed:
+                    self._execmany(_CHANGE_SQL[kind], [(client, c.seq, c.room) for c in run for client in c.clients])
+                elif kind is PushesForgotten:
+                    self._execmany(_CHANGE_SQL[kind], [(c.client, seq) for c in run for seq in c.seqs])
                 elif kind is Acked or kind is Settled:
                     self._execmany(_CHANGE_SQL[kind], [(r,) for c in run for r in c.relay_ids])
                 else:
@@ -155,6 +175,9 @@ class Store(Database):
                 "SELECT relay_id, client, room, seq, sm_id, sm_seq, acked FROM inflight"
             )
         }
+        pushed: dict[str, dict[int, str]] = {}
+        for client, seq, room in self._read("SELECT client, seq, room FROM pushed"):
+            pushed.setdefault(client, {})[seq] = room
         away = list(self._read("SELECT client, offline_since, away_since FROM client_seen WHERE offline_since IS NOT NULL"))
         return LedgerState(
             last_seq=self._read("SELECT coalesce(max(seq), 0) FROM message").fetchone()[0],
@@ -163,6 +186,7 @@ class Store(Database):
             away_at={c: at for c, _, at in away if at is not None},
             flights=flights,
             receipts=frozenset(c for (c,) in self._read("SELECT client FROM client_seen WHERE receipts")),
+            pushed=pushed,
         )
 
     def record_stream(self, sm_id: str, inbound: int) -> None:
@@ -197,6 +221,8 @@ _CHANGE_SQL: dict[type, str] = {
               "VALUES (?, ?, ?, ?, ?, ?, 0)",
     Acked: "UPDATE inflight SET acked = 1 WHERE relay_id = ?",
     Settled: "DELETE FROM inflight WHERE relay_id = ?",
+    Pushed: "INSERT OR REPLACE INTO pushed (client, seq, room) VALUES (?, ?, ?)",
+    PushesForgotten: "DELETE FROM pushed WHERE client = ? AND seq = ?",
     Away: "INSERT INTO client_seen (client, offline_since, away_since) VALUES (?, ?, ?) ON CONFLICT (client) "
           "DO UPDATE SET offline_since = excluded.offline_since, away_since = excluded.away_since",
     AnswersReceipts: "INSERT INTO client_seen (client, receipts) VALUES (?, ?) "
@@ -211,7 +237,8 @@ _CHANGE_ROWS: dict[type, Callable[[Any], tuple[Any, ...]]] = {
     AnswersReceipts: lambda c: (c.client, int(c.answers)),
 }
 _FORGET_SQL: dict[type, tuple[str, ...]] = {
-    CursorsForgotten: ("DELETE FROM cursor WHERE client = ?", "DELETE FROM inflight WHERE client = ?"),
+    CursorsForgotten: ("DELETE FROM cursor WHERE client = ?", "DELETE FROM inflight WHERE client = ?",
+                       "DELETE FROM pushed WHERE client = ?"),
     ClientsForgotten: ("DELETE FROM cursor WHERE client = ?", "DELETE FROM inflight WHERE client = ?",
-                       "DELETE FROM client_seen WHERE client = ?"),
+                       "DELETE FROM pushed WHERE client = ?", "DELETE FROM client_seen WHERE client = ?"),
 }
