@@ -271,6 +271,12 @@ class RelayConfig:
     playback_max: int = setting(
         200, doc="Most messages played back to a client that comes back online.", check=_in_range(1)
     )
+    offline_mentions: str = setting(
+        "store",
+        doc="A mention for a client in mentions mode that is not connected: 'store' sends it to the "
+            "account for the server to keep (and push to a phone), 'wait' keeps it for its playback.",
+        check=_one_of("store", "wait"),
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

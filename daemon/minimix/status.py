@@ -63,7 +63,7 @@ def format_status(data: dict[str, Any], now: float | None = None) -> str:
         head += f"running (pid {data['pid']}), {data.get('status', '?')} — updated {age} s ago"
     else:
         head += f"not running (last status {age} s ago: {data.get('status', '?')})"
-    rows = [("ROOM", "STATE", "NICK", "OCCUPANTS", "NOTE")]
+    rows = [("ROOM", "STATE", "NICK", "OCCUPANTS", "UNREAD", "STORED", "NOTE")]
     for room in data.get("rooms", []):
         note = room.get("reason") or ""
         if room.get("archive") is False:
@@ -73,11 +73,19 @@ def format_status(data: dict[str, Any], now: float | None = None) -> str:
         nick = room.get("nick") or ""
         if room.get("wanted_nick") and room.get("wanted_nick") != nick and nick:
             nick += f" (wants {room['wanted_nick']})"
-        rows.append((room["room"], room["state"], nick, str(room.get("occupants", "")), note))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        # unread: after the user's read marker (XEP-0490), where one is known; stored: the
+        # mentions sent to the account for the server to keep, for phones away
+        unread = room.get("unread")
+        rows.append((room["room"], room["state"], nick, str(room.get("occupants", "")),
+                     "" if unread is None else str(unread), str(room.get("stored") or ""), note))
+    widths = [max(len(r[i]) for r in rows) for i in range(6)]
     lines = [head, ""] + [
-        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r[:4])) + "  " + r[4] for r in rows
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r[:6])) + "  " + r[6] for r in rows
     ]
     if len(rows) == 1:
         lines.append("(no rooms)")
+    totals = [f"{data[key]} {what}" for key, what in (("unread", "unread"), ("stored", "mentions stored for phones"))
+              if data.get(key)]
+    if totals:
+        lines += ["", "total: " + ", ".join(totals)]
     return "\n".join(line.rstrip() for line in lines)

@@ -152,6 +152,7 @@ class XmppServer(abc.ABC):
     retract_notifications = False
     #: room archives announce urn:xmpp:mam:2#extended (after-id / before-id)
     mam_extended = False
+    push = False  # XEP-0357: the server wakes a client that enabled push
 
     def __init__(self, workdir: Path | None = None):
         """`workdir` holds config, certificates, data and logs (default: a new temp dir)."""

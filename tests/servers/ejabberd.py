@@ -30,6 +30,7 @@ class EjabberdServer(XmppServer):
     bookmarks_compat = False  # legacy and PEP bookmarks are separate stores
     retract_notifications = False  # 23.01 sends no retract events to +notify resources
     mam_extended = False  # no urn:xmpp:mam:2#extended, after-id rejected
+    push = True  # mod_push (XEP-0357)
 
     def __init__(self, workdir: Path | None = None):
         super().__init__(workdir)

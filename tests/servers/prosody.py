@@ -17,6 +17,7 @@ from .base import ServerError, XmppServer
 
 PROSODY = "/usr/bin/prosody"
 PROSODYCTL = "/usr/bin/prosodyctl"
+PROSODY_MODULES = "/usr/lib/prosody/modules"
 ADMIN_NS = "{xmpp:prosody.im/admin}"
 
 
@@ -56,6 +57,9 @@ class ProsodyServer(XmppServer):
     mismatch_domain = "mismatch.localhost"
     retract_notifications = True
     mam_extended = True
+    # XEP-0357 push: Prosody 13 has mod_cloud_notify; 0.12 has it from Debian's prosody-modules
+    push = any(Path(PROSODY_MODULES, *p).exists()
+               for p in (("mod_cloud_notify.lua",), ("mod_cloud_notify", "mod_cloud_notify.lua")))
 
     def __init__(self, workdir: Path | None = None, options: ProsodyOptions | None = None):
         super().__init__(workdir)
@@ -102,6 +106,8 @@ class ProsodyServer(XmppServer):
             "admin_shell",
             *o.modules,
         ]
+        if self.push:
+            modules.append("cloud_notify")
         if o.bookmarks:
             modules.insert(modules.index("private"), "bookmarks")
         muc_modules = ["muc_mam", *o.muc_modules]

@@ -15,7 +15,7 @@ import structlog
 
 from minimix import logging as minimix_logging
 from minimix.core import actions as A
-from minimix.core.events import KnownMessages, PlaybackLoaded, TimerFired
+from minimix.core.events import KnownMessages, PlaybackLoaded, ReadAt, TimerFired
 from minimix.core.ledger import Change, InFlight
 from minimix.store import Store
 from minimix.timers import Timers
@@ -45,6 +45,8 @@ class Effects:
             A.Disarm: lambda a: timers.disarm(f"{a.kind.value}:{a.room}"),
             A.WriteBookmark: self.write_bookmark,
             A.Relay: self.relay,
+            A.Store: lambda a: session.store(a),
+            A.FindRead: self.find_read,
             A.SaveRoom: self.save_room,
             A.CatchUp: lambda a: session.catch_up(a.room, a.after, a.limit, a.token),
             A.LoadPlayback: self.load_playback,
@@ -102,6 +104,10 @@ class Effects:
     def load_playback(self, a: A.LoadPlayback) -> None:
         found, more = self.store.messages_after(a.cursors, a.default, a.limit, a.after)
         self.feed(PlaybackLoaded(a.client, tuple(found), more))
+
+    def find_read(self, a: A.FindRead) -> None:
+        if (found := self.store.read_position(a.room, a.stanza_id)) is not None:
+            self.feed(ReadAt(a.room, *found))
 
     def reply(self, a: A.Reply) -> None:
         if isinstance(a.token, asyncio.Future):  # an ad-hoc command waits for its answer

@@ -125,6 +125,7 @@ class App:
             offline_status=config.presence.offline_status,
             catchup_max=config.relay.catchup_max,
             playback_max=config.relay.playback_max,
+            offline_mentions=config.relay.offline_mentions,
             address_check=address_check,
         )
         self.store: Store | None = None
@@ -501,6 +502,7 @@ class App:
             self.engine.configure(
                 relay_globs=config.relay.clients, offline_status=config.presence.offline_status,
                 catchup_max=config.relay.catchup_max, playback_max=config.relay.playback_max,
+                offline_mentions=config.relay.offline_mentions,
             )
             log.info("configuration reloaded", path=str(config.path), level=config.logging.level)
             assert self.effects is not None

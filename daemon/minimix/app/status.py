@@ -48,9 +48,12 @@ class Status:
     def snapshot(self, *, stopped: bool = False) -> None:
         engine = self.engine
         rooms = engine.rooms.snapshot()
+        router, pushes = engine.router, engine.ledger.pushes
         for room in rooms:
             room["occupants"] = engine.occupants.count(room["room"])
             room["archive"] = engine.catchups.mam.get(room["room"])
+            room["unread"] = router.unread.get(room["room"])
+            room["stored"] = pushes.get(room["room"], 0)
         data = {
             "pid": os.getpid(),
             "account": self.account,
@@ -58,6 +61,8 @@ class Status:
             "status": "stopped" if stopped else self.text,
             "stopped": stopped,
             "rooms": rooms,
+            "unread": sum(router.unread.values()),
+            "stored": sum(pushes.values()),
         }
         if stopped:  # the last one: once those still being written are done
             self._writer.shutdown(wait=True)

@@ -135,13 +135,23 @@ class Chat:
         overrides = f", {len(settings.rooms)} room overrides" if settings.rooms else ""
         return (
             f"{'connected' if connected else 'not connected'}; {joined}/{wanted} rooms joined; "
-            f"relay for this client: {default.value}{overrides}"
+            f"relay for this client: {default.value}{overrides}{self._counts(None)}"
         )
+
+    def _counts(self, room: str | None) -> str:
+        """How many messages are unread (after the user's read marker, where one is known)
+        and how many mentions were stored on the server for phones away: of a room, or
+        (None) of all of them."""
+        unread, pushes = self.router.unread, self.ledger.pushes
+        read = (sum(unread.values()) if unread else None) if room is None else unread.get(room)
+        stored = sum(pushes.values()) if room is None else pushes.get(room, 0)
+        return ("" if read is None else f"; {read} unread") + (f"; {stored} mentions stored" if stored else "")
 
     def _rooms(self, resource: str) -> str:
         lines = []
         for r in self.rooms.lines():
             state = r.state + (f" ({r.reason})" if r.reason else "")
             nick = f" as {r.nick}" if r.nick else ""
-            lines.append(f"{r.jid}: {state}{nick}, {r.occupants} occupants, relay {self.router.mode(resource, r.jid).value}")
+            lines.append(f"{r.jid}: {state}{nick}, {r.occupants} occupants, relay {self.router.mode(resource, r.jid).value}"
+                         f"{self._counts(r.jid)}")
         return "\n".join(lines) or "no rooms"

@@ -60,7 +60,7 @@ from minimix.core.events import (
     SessionEstablished,
     SessionLost,
 )
-from minimix.xmpp import compat, mam, muc
+from minimix.xmpp import compat, mam, muc, phones
 from minimix.xmpp.adhoc import AdhocCommands
 from minimix.xmpp.xso import (
     CAPS_NODE,
@@ -298,34 +298,37 @@ PRIVATE_HINTS = (
     f"<private xmlns='{NS_CARBONS}'/><no-copy xmlns='{NS_HINTS}'/><no-store xmlns='{NS_HINTS}'/>"
 )
 RECEIPT_HINTS = f"<request xmlns='urn:xmpp:receipts'/>{PRIVATE_HINTS}"
-RELAY_HINTS = f"{RECEIPT_HINTS}<fallback xmlns='{NS_FALLBACK}' for='{NS_FORWARD}'/>"
+FALLBACK_HINT = f"<fallback xmlns='{NS_FALLBACK}' for='{NS_FORWARD}'/>"
+RELAY_HINTS = RECEIPT_HINTS + FALLBACK_HINT
 PAYLOAD_MAX_BYTES = STANZA_MAX_BYTES - ENVELOPE_BYTES
 STATUS_MAX_BYTES = 4_096  # our status, in every room we are in (mirrored from the user's client)
 REFERENCE_MAX_CHARS = 4_096  # a reply's reference: an occupant JID and an archive id
 
 
-def relay_payload(room: str, text: str, original: str, stamp: float | None) -> bytes:
+def relay_payload(room: str, text: str, original: str, stamp: float | None, hints: str = RECEIPT_HINTS) -> bytes:
     """What a relay holds: the fallback body and the original, forwarded whole.  Where both
     do not fit in one stanza (STANZA_MAX_BYTES), the body alone (what most clients show),
     cut if even that is too long: a stanza the server refuses would cost the whole stream.
     So would an original that is not XML (a message logged by a version that wrote some
-    that way, played back): its text alone too."""
+    that way, played back): its text alone too.  ``hints``: what it asks of the server and
+    the client (a relay's: a receipt, no copies, not archived)."""
     if not well_formed(original):
         log.warning("a logged message is not XML: relayed as its text alone", room=room, bytes=len(original))
-        return _text_alone(text)
+        return _text_alone(text, hints)
     forwarded = (
         f"<forwarded xmlns='{NS_FORWARD}'><delay xmlns='urn:xmpp:delay' stamp='{dt_stamp(stamp)}'/>"
         f"{original}</forwarded>"
     ).encode()
     body = xml_text(text).encode()
-    if len(body) + len(RELAY_HINTS) + len(forwarded) + len("<body></body>") <= PAYLOAD_MAX_BYTES:
-        return b"<body>" + body + f"</body>{RELAY_HINTS}".encode() + forwarded
+    whole = hints + FALLBACK_HINT
+    if len(body) + len(whole) + len(forwarded) + len("<body></body>") <= PAYLOAD_MAX_BYTES:
+        return b"<body>" + body + f"</body>{whole}".encode() + forwarded
     log.debug("a message too big to relay whole: its text alone", room=room, bytes=len(forwarded))
-    return _text_alone(text)
+    return _text_alone(text, hints)
 
 
-def _text_alone(text: str) -> bytes:
-    return f"<body>{clipped(text, PAYLOAD_MAX_BYTES - len(RECEIPT_HINTS))}</body>{RECEIPT_HINTS}".encode()
+def _text_alone(text: str, hints: str) -> bytes:
+    return f"<body>{clipped(text, PAYLOAD_MAX_BYTES - len(hints))}</body>{hints}".encode()
 
 
 SHOW_OF = {
@@ -520,7 +523,7 @@ class Session:
         # what clients list for this resource (Dino's tooltip of your own account).
         disco.set_identity_names("client", "bot", {aioxmpp.structs.LanguageTag.fromstr("en"): "minimix"})
         client.summon(aioxmpp.PingService)  # answers XEP-0199 pings (and says so in disco)
-        for feature in (NS_MUC, NS_BOOKMARKS + "+notify", NS_CAPS):
+        for feature in (NS_MUC, NS_BOOKMARKS + "+notify", phones.NS_MDS + "+notify", NS_CAPS):
             disco.register_feature(feature)
         self._disco_client = client.summon(aioxmpp.DiscoClient)
         self._pubsub = client.summon(aioxmpp.PubSubClient)
@@ -707,7 +710,7 @@ class Session:
         available = presence.type_ == aioxmpp.PresenceType.AVAILABLE
         status = presence.status.any() if presence.status else None
         show = muc.SHOW.get(presence.show, "available")
-        self._post(ClientPresence(resource, available, show, status))
+        self._post(ClientPresence(resource, available, show, status, presence.priority))
 
     def _inbound_message(self, message: aioxmpp.Message) -> aioxmpp.Message | None:
         """Room traffic and the user's clients' messages become events; the rest is dropped.
@@ -802,6 +805,8 @@ class Session:
         return message
 
     def _on_item_published(self, jid: aioxmpp.JID, node: str, item: Any, *, message: Any = None) -> None:
+        if node == phones.NS_MDS and (marker := phones.published_marker(jid, self.own, item)) is not None:
+            self._post(marker)
         if node != NS_BOOKMARKS:
             return
         if jid != self.own:  # only our own account's PEP counts (CVE-2023-28686)
@@ -834,11 +839,16 @@ class Session:
         info_task = asyncio.ensure_future(
             asked(self._disco_client.query_info(self.own, require_fresh=True), ACCOUNT_QUERY_TIMEOUT_S)
         )
+        # The read markers too, handed over before the bookmarks: playbacks wait for those.
+        markers = asyncio.ensure_future(phones.fetch_markers(self._pubsub, self.own, ACCOUNT_QUERY_TIMEOUT_S))
         try:
             response = await self._fresh_pep_items()
         except BaseException:
             info_task.cancel()
+            markers.cancel()
             raise
+        for marker in await markers:
+            self._post(marker)
         if response is None:
             items: tuple[RawItem, ...] = ()
         else:
@@ -1064,6 +1074,14 @@ class Session:
         for resource, relay_id in action.deliveries:
             message = ClientMessage(f"{account}/{resource}", payload, relay_id)
             self._enqueue(message, self._delivery_tracker(relay_id) if tracked else None)
+
+    def store(self, action: A.Store) -> None:
+        """A mention to the account's bare JID, for the server to store (xmpp.phones); the
+        server's ack of it is reported as a relay's."""
+        if isinstance(action.ref, str):
+            payload = relay_payload(action.room, action.text, action.ref, action.stamp, phones.STORE_HINTS)
+            message = ClientMessage(str(self.own.bare()), payload, action.push_id)
+            self._enqueue(message, self._delivery_tracker(action.push_id))
 
     def send_now(self) -> None:
         """Write what is queued for the server at once, not on the stanza loop's next turn."""
