@@ -140,6 +140,7 @@ archive_expires_after = "1w"
 smacks_hibernation_time = {o.smacks_hibernation_time}
 smacks_max_unacked_stanzas = 0
 limits = {{}}
+push_notification_with_body = true -- the tests tell which message woke the phone
 ssl = {{ certificate = {cert}; key = {key}; }}
 {o.extra_config}
 

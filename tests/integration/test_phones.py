@@ -1,0 +1,155 @@
+"""Phones (issue 19): a mention wakes a phone that is not connected (the server stores it
+and pushes, XEP-0357), and read state follows the user (XEP-0490 read markers).
+
+The phone is a resource in ``mentions`` mode that enables push towards an app server
+played by a test client of another account (it answers the server's publish), then closes
+its stream (no resumption: the test client has no XEP-0198)."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness import NS, el_of, wait_until
+from harness.relays import post
+
+NICK = "Ally"
+PUSH_NODE = "minimix-test-node"
+NS_PUSH = "urn:xmpp:push:0"
+NS_MDS = "urn:xmpp:mds:displayed:0"
+
+
+def app_server(user):
+    """A client of another account that takes the server's push notifications (pubsub
+    publishes to it) and answers each, as an app server does."""
+    return user._client(user.server, resource="push")
+
+
+def pushes(app) -> list:
+    found = []
+    for iq in list(app.iq_requests):
+        publish = el_of(iq).find("{http://jabber.org/protocol/pubsub}pubsub/{http://jabber.org/protocol/pubsub}publish")
+        if publish is not None and publish.get("node") == PUSH_NODE:
+            found.append(iq)
+    return found
+
+
+def pushed_bodies(app) -> list[str | None]:
+    """What each push says of the message that caused it (XEP-0357's summary form; the
+    test servers include the body)."""
+    bodies = []
+    for iq in pushes(app):
+        fields = el_of(iq).iter("{jabber:x:data}field")
+        bodies.append(next((f.findtext("{jabber:x:data}value") for f in fields if f.get("var") == "last-message-body"),
+                           None))
+    return bodies
+
+
+def answer_pushes(app, answered: set) -> None:
+    for iq in pushes(app):
+        if iq["id"] not in answered:
+            answered.add(iq["id"])
+            app.send_raw(f"<iq type='result' id='{iq['id']}' to='{iq['from']}'/>")
+
+
+def enable_push(phone, app) -> None:
+    phone.iq(f"<enable xmlns='{NS_PUSH}' jid='{app.jid}' node='{PUSH_NODE}'/>", type_="set")
+
+
+def archived(c, text: str) -> int:
+    """How many messages of the account's archive (MAM) say ``text``."""
+    mark = len(c.messages)
+    c.iq("<query xmlns='urn:xmpp:mam:2' queryid='phones'/>", type_="set")
+    return sum(
+        1
+        for m in c.messages[mark:]
+        if (fwd := el_of(m).find("{urn:xmpp:mam:2}result/forward:forwarded/client:message", NS)) is not None
+        and fwd.findtext("client:body", namespaces=NS) == text
+    )
+
+
+def said(c, text: str, since: int = 0) -> list:
+    """Every message ``c`` got whose body is ``text`` (a relay's fallback or a stored one)."""
+    return [m for m in c.messages[since:] if m["body"] == text]
+
+
+def phone_goes(user) -> None:
+    """The phone closes its stream; bob's ping of the daemon then comes after the server
+    told the daemon (in-order delivery)."""
+    user.phone.disconnect()
+    assert user.bob.ping(user.full_jid) == "result"
+
+
+@pytest.mark.interop
+def test_a_mention_for_a_phone_away_is_stored_pushed_and_not_played_back(user):
+    if not user.server.push:
+        pytest.skip(f"{user.server.kind}: no XEP-0357 push module installed")
+    room = user.room(prefix="lobby")
+    app = app_server(user)
+    answered: set = set()
+    enable_push(user.phone, app)
+    user.phone.publish_bookmark(room, nick=NICK)
+    user.start({"relay": {"clients": {"phone": "mentions"}}})
+    user.wait_joined(room, NICK)
+    assert "relay for this client: mentions" in user.command(user.phone, "status")  # the daemon knows the phone
+    # The user's desktop at a negative priority: the server hands it nothing sent to the
+    # bare JID, so it is as if no client were there (relays off).
+    desktop = user.other("desktop", priority=-1)
+
+    phone_goes(user)
+    post(user, room, ["nothing for the phone"])
+    post(user, room, [f"{NICK}: lunch?"])
+    text = f"[{room.split('@')[0]}] bob: {NICK}: lunch?"
+    wait_until(lambda: pushes(app), message="the server never pushed to the app server")
+    answer_pushes(app, answered)
+    # The mention only (the other line woke no one). Prosody 0.12 pushes it once as an
+    # offline message and again as each copy its archive adds.
+    assert set(pushed_bodies(app)) == {text}
+    # The daemon has the server's ack of it (a phone back before that may get it twice).
+    wait_until(lambda: "1 mentions stored" in user.command(desktop, "status"))
+
+    mark = len(user.phone.messages)
+    user.phone.connect()
+    assert user.phone.ping(user.full_jid) == "result"  # its playback is out by now
+    stored = user.phone.wait_message(lambda m: m["body"] == text, since=mark)
+    assert str(stored["to"]).split("/")[0] == user.account.jid
+    user.settle()
+    assert len(said(user.phone, text, mark)) == 1, "offline storage and playback both sent it"
+    copies = archived(user.phone, text)  # in the account's archive, for clients that sync it
+    assert copies >= 1
+    print(f"{user.server.kind}: pushes {len(pushes(app))}, archived {copies}")
+    assert not said(desktop, text)  # no copy (carbons) to the client at a negative priority
+
+
+@pytest.mark.interop
+def test_nothing_goes_to_the_account_while_a_client_at_priority_0_is_online(user):
+    room = user.room(prefix="lobby")
+    laptop = user.other("laptop")  # priority 0, relays off: it would get what goes to the bare JID
+    user.phone.publish_bookmark(room, nick=NICK)
+    user.start({"relay": {"clients": {"phone": "mentions", "laptop": "off"}}})
+    user.wait_joined(room, NICK)
+    user.command(user.phone, "status")
+    phone_goes(user)
+    laptop_mark = len(laptop.messages)
+    post(user, room, [f"{NICK}: dinner?"])
+    assert laptop.ping(user.full_jid) == "result"
+    assert not user.from_daemon(laptop, laptop_mark)
+    assert not [m for m in laptop.messages[laptop_mark:] if m["body"] and "dinner" in m["body"]]
+    mark = len(user.phone.messages)
+    user.phone.connect()
+    user.wait_relay(user.phone, f"{NICK}: dinner?", since=mark)  # its playback has it
+
+
+@pytest.mark.interop
+def test_wait_keeps_the_mention_for_the_playback(user):
+    room = user.room(prefix="lobby")
+    user.phone.publish_bookmark(room, nick=NICK)
+    user.start({"relay": {"clients": {"phone": "mentions"}, "offline_mentions": "wait"}})
+    user.wait_joined(room, NICK)
+    user.command(user.phone, "status")
+    phone_goes(user)
+    post(user, room, [f"{NICK}: tea?"])
+    mark = len(user.phone.messages)
+    user.phone.connect()
+    user.wait_relay(user.phone, f"{NICK}: tea?", since=mark)
+    assert user.phone.ping(user.full_jid) == "result"
+    assert len(said(user.phone, f"[{room.split('@')[0]}] bob: {NICK}: tea?", mark)) == 1
