@@ -97,13 +97,16 @@ def test_a_mention_for_a_phone_away_is_stored_pushed_and_not_played_back(user):
 
     phone_goes(user)
     post(user, room, ["nothing for the phone"])
+    assert user.bob.ping(user.full_jid) == "result"  # the daemon has handled it
+    assert app.ping(user.server.domain) == "result"
+    assert not pushes(app)  # it woke no one
     post(user, room, [f"{NICK}: lunch?"])
     text = f"[{room.split('@')[0]}] bob: {NICK}: lunch?"
-    wait_until(lambda: pushes(app), message="the server never pushed to the app server")
+    wait_until(lambda: text in pushed_bodies(app), message="the server never pushed the mention")
     answer_pushes(app, answered)
-    # The mention only (the other line woke no one). Prosody 0.12 pushes it once as an
-    # offline message and again as each copy its archive adds.
-    assert set(pushed_bodies(app)) == {text}
+    # Prosody 0.12 pushes it as an offline message and again for each copy its archive
+    # adds; ejabberd 23.01 once without a summary and once with it.
+    assert set(pushed_bodies(app)) <= {text, None}
     # The daemon has the server's ack of it (a phone back before that may get it twice).
     wait_until(lambda: "1 mentions stored" in user.command(desktop, "status"))
 
