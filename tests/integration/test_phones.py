@@ -156,3 +156,54 @@ def test_wait_keeps_the_mention_for_the_playback(user):
     user.wait_relay(user.phone, f"{NICK}: tea?", since=mark)
     assert user.phone.ping(user.full_jid) == "result"
     assert len(said(user.phone, f"[{room.split('@')[0]}] bob: {NICK}: tea?", mark)) == 1
+
+
+def displayed(room: str, stanza_id: str) -> str:
+    return (f"<item id='{room}'><displayed xmlns='{NS_MDS}'>"
+            f"<stanza-id xmlns='urn:xmpp:sid:0' id='{stanza_id}' by='{room}'/></displayed></item>")
+
+
+def mark_read(c, room: str, stanza_id: str) -> None:
+    """What Conversations, Monal and Gajim publish when the user has seen a chat."""
+    c.iq(f"<pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='{NS_MDS}'>"
+         f"{displayed(room, stanza_id)}</publish></pubsub>", type_="set")
+
+
+def unread_line(user, c, room: str) -> str:
+    return next(line for line in user.command(c, "rooms").splitlines() if line.startswith(room))
+
+
+@pytest.mark.interop
+def test_playback_skips_what_the_user_read_on_another_client(user):
+    room = user.room(prefix="lobby")
+    laptop = user.other("laptop")  # priority 0 (nothing is stored for the phone), relays off
+    tablet = user.other("tablet")
+    user.phone.publish_bookmark(room, nick=NICK)
+    user.start({"relay": {"clients": {"phone": "mentions", "laptop": "off", "tablet": "all"}}})
+    user.wait_joined(room, NICK)
+    for c in (user.phone, tablet):
+        user.command(c, "status")  # the daemon knows them
+    user.phone.disconnect()
+    tablet.disconnect()
+    assert laptop.ping(user.full_jid) == "result"
+    lines = ["first", f"{NICK}: second", "third", f"{NICK}: fourth"]
+    ids = post(user, room, lines)
+    assert laptop.ping(user.full_jid) == "result"
+    assert "unread" not in unread_line(user, laptop, room)  # no marker yet: not counted
+
+    mark_read(laptop, room, ids["third"])  # the user read up to "third" on the laptop
+    wait_until(lambda: "1 unread" in unread_line(user, laptop, room))
+    # A stranger's notification naming the node changes nothing.
+    user.bob.send_raw(
+        f"<message to='{user.full_jid}'><event xmlns='http://jabber.org/protocol/pubsub#event'>"
+        f"<items node='{NS_MDS}'>{displayed(room, ids[lines[-1]])}</items></event></message>"
+    )
+    assert user.bob.ping(user.full_jid) == "result"
+    assert "1 unread" in unread_line(user, laptop, room)
+
+    for c in (tablet, user.phone):
+        mark = len(c.messages)
+        c.connect()
+        user.wait_relay(c, lines[-1], since=mark)
+        assert c.ping(user.full_jid) == "result"
+        assert user.relayed(c, mark) == [lines[-1]], f"{c.resource}: played back what was read elsewhere"
