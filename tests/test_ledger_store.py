@@ -15,6 +15,8 @@ from minimix.core.ledger import (
     InFlight,
     LedgerState,
     Logged,
+    Pushed,
+    PushesForgotten,
     Settled,
 )
 from minimix.core.memstore import MemoryLedgerStore
@@ -122,3 +124,24 @@ def test_pruning_keeps_the_newest_message_so_the_sequence_goes_on(backend):
     assert store.prune(5000.0) == 2
     state = reopen().load()
     assert state.last_seq == 3 and state.cursors == {("phone", ROOM): 3}
+
+
+def test_stored_mentions_are_kept_forgotten_and_pruned_with_their_message(backend):
+    store, reopen = backend
+    store.apply([logged(1), logged(2), logged(3), Pushed(("phone", "watch"), ROOM, 1), Pushed(("phone",), ROOM, 2)])
+    assert reopen().load().pushed == {"phone": {1: ROOM, 2: ROOM}, "watch": {1: ROOM}}
+    store = reopen()
+    store.apply([PushesForgotten("phone", (2,))])
+    assert reopen().load().pushed == {"phone": {1: ROOM}, "watch": {1: ROOM}}
+    store = reopen()
+    store.prune(before=1000.0 + 1.5)  # message 1 goes: nothing left to skip
+    assert reopen().load().pushed == {}
+
+
+def test_a_read_marker_is_found_by_its_archive_id_with_what_came_after(backend):
+    store, _ = backend
+    private = Logged(3, ROOM, None, "bob", True, 1003.0, "psst", None, "[r] bob (private): psst", "<m3/>")
+    store.apply([logged(1), logged(2), private, logged(4), logged(5, room="other@muc.example")])
+    assert store.read_position(ROOM, "s2") == (2, 1)  # a private message is not the room's
+    assert store.read_position(ROOM, "s5") is None  # another room's id
+    assert store.read_position(ROOM, "nope") is None

@@ -15,6 +15,8 @@ from minimix.core.events import (
     ClientPresence,
     PepBookmarksLoaded,
     PlaybackLoaded,
+    ReadAt,
+    ReadUpTo,
     SessionEstablished,
     Stored,
 )
@@ -127,3 +129,16 @@ def test_a_client_there_when_the_daemon_stopped_is_owed_every_room_from_then_on(
     log.add(7, B_ROOM, "caught up in b")
     out = log.run(engine, engine.handle(ClientPresence("phone", True), NOW))
     assert relayed(out) == [6, 7]
+
+
+def test_what_the_user_read_elsewhere_is_not_played_back_in_that_room_only():
+    log = Log()
+    for seq in range(1, 7):
+        log.add(seq, A_ROOM if seq % 2 else B_ROOM, f"m{seq}")
+    engine = engine_with(log, playback_max=10, cursors={}, offline_since={"phone": 0}, next_seq=7)
+    assert engine.handle(ReadUpTo(A_ROOM, "sid-3"), NOW) == [A.FindRead(A_ROOM, "sid-3")]
+    engine.handle(ReadAt(A_ROOM, 3, 1), NOW)  # the store found it: message 5 came after
+    engine.handle(ReadAt(A_ROOM, 1, 2), NOW)  # a client behind the others un-reads nothing
+    out = log.run(engine, engine.handle(ClientPresence("phone", True), NOW))
+    assert relayed(out) == [2, 4, 5, 6]
+    assert engine.router.unread == {A_ROOM: 1}
