@@ -19,9 +19,10 @@ $(VENV)/.installed: pyproject.toml scripts/install.py
 	$(BIN)/python scripts/install.py --quiet -e '.[test]'
 	touch $@
 
-# The test servers come from Debian: Prosody 0.12 and ejabberd 23.01 (run privately by the tests).
+# The test servers come from Debian: Prosody 0.12 and ejabberd 23.01 (run privately by the tests),
+# and prosody-modules for Prosody's push module (mod_cloud_notify).
 servers:
-	@missing=""; for pkg in prosody ejabberd openssl; do \
+	@missing=""; for pkg in prosody prosody-modules ejabberd openssl; do \
 	  dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
