@@ -34,6 +34,8 @@ class FakePubSub:
         self.session, self.pushes, self.fetches = session, pushes, 0
 
     async def get_items(self, jid, node):
+        if node != S.NS_BOOKMARKS:  # the read markers (xmpp.phones): none
+            raise aioxmpp.errors.XMPPCancelError(aioxmpp.ErrorCondition.ITEM_NOT_FOUND)
         self.fetches += 1
         if self.fetches <= self.pushes:  # the list as it was, and a push meanwhile
             self.session._on_item_published(OWN, S.NS_BOOKMARKS, item(f"new{self.fetches}@muc"))

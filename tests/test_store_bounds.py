@@ -40,6 +40,8 @@ def message(seq: int, stamp: float, **kw) -> Logged:
 def downgraded(path, version: int) -> None:
     """The store as an older minimix left it: schema ``version`` (newer migrations to run)."""
     db = sqlite3.connect(path)
+    if version < 9:
+        db.execute("DROP TABLE pushed")
     if version < 8:
         db.execute("ALTER TABLE client_seen DROP COLUMN away_since")
     db.execute(f"PRAGMA user_version = {version}")
