@@ -32,9 +32,10 @@ are skipped (pinned below as a known bug).
 The phone (mentions) is woken by the server: while it is away and no client with a priority
 of 0 or more is online (the tablet's is -1), a mention goes to the account's bare JID, and
 the server stores it for the phone (it has it once the server has it).  Its playback then
-skips it.  Two known duplicates, never a loss: a stored mention the server had at a crash
-(the next run does not know it went), and one still on the wire when the phone comes back
-(the server may hand it over, and the playback sends it too).
+skips it; a phone back while a stored mention is still on the wire gets its playback once
+the server's answer says whether it has it.  One known duplicate, never a loss: a stored
+mention the server had at a crash (the next run does not know it went: on the wire, or acked
+by the server while the daemon was killed handling that ack).
 """
 
 from __future__ import annotations
@@ -133,6 +134,7 @@ class Delivery(RuleBasedStateMachine):
         self.ambiguous: set[tuple[str, str]] = set()  # (client, ref): see crash()
         self.twice_ok: set[tuple[str, str]] = set()  # (client, ref): the stored mentions' known duplicates
         self.stores: set[str] = set()  # ids of messages sent to the bare JID, to be stored
+        self.stored_for: dict[str, tuple[tuple[str, ...], str, int]] = {}  # id -> (clients, ref, seq)
         self.acked: set[str] = set()  # relays the server has (its XEP-0198 count says so)
         self.reports: deque = deque()  # RelaysAcked the session will post
         self.receipts: deque = deque()  # (client, relay id): receipts on their way to the daemon
@@ -210,8 +212,11 @@ class Delivery(RuleBasedStateMachine):
                         self.wire.append((relay_id, client, ref))
                     elif changes:
                         self.reports.append(RelaysAcked((relay_id,), False))  # dropped
-            case A.Store(push_id=push_id, ref=ref, clients=clients):
+            case A.Store(push_id=push_id, ref=ref, clients=clients, seq=seq):
                 self.stores.add(push_id)
+                self.stored_for[push_id] = (clients, ref, seq)
+                if self.session:  # a stanza on the wire: it takes its place in the session's count
+                    self.sm_sent += 1  # (the app's positions of later relays count it: they come from the queue)
                 for client in clients:
                     if self.session:
                         self.wire.append((push_id, client, ref))
@@ -237,6 +242,12 @@ class Delivery(RuleBasedStateMachine):
         self.crashes += 1
         self.crash_after = None
         wire, self.wire = self.wire, []
+        # The stored messages the server acknowledged whose ack the daemon had not recorded
+        # (killed while handling it): the next run does not know the server has them.
+        recorded = self.store.load().pushed
+        for push_id in self.acked & self.stores:
+            clients, ref, seq = self.stored_for[push_id]
+            self.twice_ok.update((c, ref) for c in clients if seq not in recorded.get(c, {}))
         self.acked = set()
         for relay_id, client, ref in wire[:reached]:
             if relay_id in self.stores:  # the server stored it; the next run does not know
@@ -463,7 +474,6 @@ class Delivery(RuleBasedStateMachine):
     def client_presence(self, client, available, reached):
         if available:
             self.online.add(client)
-            self.twice_ok.update((client, ref) for r, c, ref in self.wire if c == client and r in self.stores)
         else:
             self.goes_offline(client)
         if self.session:
@@ -509,7 +519,6 @@ class Delivery(RuleBasedStateMachine):
                 self.handle(ClientPresence(client, False))
                 self.quiesce()
             self.online.add(client)
-            self.twice_ok.update((client, ref) for r, c, ref in self.wire if c == client and r in self.stores)
             self.handle(ClientPresence(client, True, priority=PRIORITY[client]))
             self.quiesce()
         for client in CLIENTS:
@@ -672,3 +681,28 @@ def test_nothing_is_stored_while_a_client_with_priority_0_is_online():
     model.say(ROOMS[0], mention=True)
     model.daemon_reads(n=1, reached=0)
     assert not model.stores
+
+
+def test_a_phone_back_while_its_stored_mention_is_on_the_wire_gets_each_message_once():
+    """Found by the model: the phone came back while a mention stored for it was on its way
+    to the server.  Its playback sent that mention too (the server handed it over as well),
+    and once held until the server's answer, a live relay meanwhile moved its cursor past a
+    message the playback still owed (a loss).  Now its playback waits for the answer, and
+    nothing goes to it live until the playback has run."""
+    room = ROOMS[0]
+    model = Delivery()
+    for mention in (False, True, False, False):
+        model.bob_says(room, mention)
+    model.client_presence("laptop", False, 0)
+    for mention in (False,) * 6 + (True, True):
+        model.bob_says(room, mention)
+    model.daemon_reads(1, 0)
+    model.client_presence("phone", False, 0)
+    model.daemon_reads(5, 0)  # a mention while no one is at priority >= 0: stored for the phone
+    assert [r for r, c, _ in model.wire if c == "phone" and r in model.stores]
+    model.client_presence("laptop", True, 0)  # the next mentions stay owed to the phone's playback
+    for _ in range(7):
+        model.bob_says(room, False)
+    model.daemon_reads(5, 0)
+    model.client_presence("phone", True, 0)  # back before the server's ack of the stored one
+    model.teardown()  # (each message the phone's mode selects, once)

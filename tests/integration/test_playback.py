@@ -238,9 +238,7 @@ def test_a_client_gone_while_the_daemon_was_down_is_owed_every_room(user):
     phone = user.phone
     for room in (room_a, room_b):
         phone.publish_bookmark(room, nick=NICK)
-    # "wait": the playback is what this is about (no client online: "store" would have the
-    # server keep the mentions, tests/integration/test_phones.py)
-    d = user.start({"relay": {"clients": {"phone": "mentions"}, "offline_mentions": "wait"}})
+    d = user.start({"relay": {"clients": {"phone": "mentions"}}})
     user.wait_joined(room_a, NICK)
     user.wait_joined(room_b, NICK)
     post(user, room_a, [f"hello {NICK}"])

@@ -257,6 +257,10 @@ class Ledger:
         self.pushing: OrderedDict[str, tuple[tuple[str, ...], str, int]] = OrderedDict()
         self.pushed: dict[str, OrderedDict[int, str]] = {}
         self.pushes: dict[str, int] = {}  # per room: how many went to the server since start
+        # Clients back while a message stored for them is on its way to the server: their
+        # playback waits for the server's answer (acked: the server hands it over, so the
+        # playback skips it; lost: the playback has it), never both, never neither.
+        self.held_back: set[str] = set()
 
     # -- start ---------------------------------------------------------------------------
 
@@ -346,7 +350,7 @@ class Ledger:
 
     # -- what comes back ---------------------------------------------------------------------
 
-    def acked(self, relay_ids: Iterable[str], delivered: bool, online: Callable[[str], bool]) -> list[Change]:
+    def acked(self, relay_ids: Iterable[str], delivered: bool, online: Callable[[str], bool]) -> list[A.Action]:
         """The server has these relays (or, ``delivered=False``, never will).  A relay to a
         client that answers receipts is delivered when its receipt comes; until then it stays
         in flight (a crash meanwhile settles it by the server's count, like any other)."""
@@ -385,7 +389,20 @@ class Ledger:
             changes.append(Acked(tuple(waiting)))
         if owed:
             changes.append(Settled(tuple(owed)))
-        return changes
+        return [*changes, *self._held_back_playbacks(online)]
+
+    def _held_back_playbacks(self, online: Callable[[str], bool]) -> list[A.Action]:
+        """The playbacks that waited for the server's answer about a stored message, now
+        that none is on its way for them."""
+        if not self.held_back:
+            return []
+        waiting = {c for clients, _, _ in self.pushing.values() for c in clients}
+        actions: list[A.Action] = []
+        for client in sorted(self.held_back - waiting):
+            self.held_back.discard(client)
+            if online(client) and (load := self.came_back(client)) is not None:
+                actions.append(load)
+        return actions
 
     def push(self, clients: Sequence[str], room: str, seq: int) -> str:
         """A message sent to the account's bare JID for these away clients: its id.  It
@@ -447,6 +464,7 @@ class Ledger:
         session, in order), and owed now, not at the server's ack: a crash before that ack
         is handled would settle them by the server's count, as delivered.  Whatever is logged
         from now on is owed to it (its away mark)."""
+        self.held_back.discard(client)
         changes = self._unanswered(client, delivered=False)
         # (For a client that does not answer receipts, the server's ack while it was here is
         # delivery: its relays in flight stay.)
@@ -463,7 +481,8 @@ class Ledger:
     def session_lost(self) -> list[Change]:
         """Receipts still due cannot reach a session that is gone: the server had those
         relays while their clients were available, which is delivery for a client that does
-        not answer receipts; the same here."""
+        not answer receipts; the same here.  (Clients come back with the next session.)"""
+        self.held_back.clear()
         return self._unanswered(None, delivered=True)
 
     def _unanswered(self, client: str | None, delivered: bool) -> list[Change]:
@@ -492,6 +511,9 @@ class Ledger:
         never seen before starts with live traffic."""
         mark = self.away.get(client)
         if mark is None and not any(c == client for c, _ in self.cursors):
+            return None
+        if any(client in clients for clients, _, _ in self.pushing.values()):
+            self.held_back.add(client)  # a message stored for it is on its way: see acked()
             return None
         self.playbacks[client] = Playback(mark, deque(maxlen=self.playback_max))
         return self._page(client, 0)

@@ -184,8 +184,12 @@ class Router:
         sender = self.posted.get(msg.origin_id) if msg.origin_id else None
         if sender is not None and (msg.private or msg.nick not in self.rooms.nicks(msg.room)):
             sender = None
+        # (A client whose playback waits for the server's answer about a stored message gets
+        # nothing live meanwhile: its cursor must not pass what the playback still owes it;
+        # what comes now is in the log, and in that playback, in order.)
+        held = self.ledger.held_back
         clients = [c for c in self.online
-                   if c != sender and self.wanted(c, msg.room, msg.body, msg.subject, msg.private)]
+                   if c != sender and c not in held and self.wanted(c, msg.room, msg.body, msg.subject, msg.private)]
         if clients:
             target = Target(msg.room, msg.nick, stanza_id, msg.private)
             actions.append(self._relay(clients, msg.room, fallback_text(msg), msg.ref, msg.private, seq, stamp,
