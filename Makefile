@@ -19,14 +19,23 @@ $(VENV)/.installed: pyproject.toml scripts/install.py
 	$(BIN)/python scripts/install.py --quiet -e '.[test]'
 	touch $@
 
-# The test servers come from Debian: Prosody 0.12 and ejabberd 23.01 (run privately by the tests),
-# and prosody-modules for Prosody's push module (mod_cloud_notify).
+# The test servers come from Debian (run privately by the tests): Prosody 0.12 (with
+# prosody-modules, for its push module mod_cloud_notify) and ejabberd 23.01 from this Debian
+# 12, Prosody 13 and ejabberd 24.12 from a Debian 13 root built once and cached at
+# MINIMIX_TRIXIE_ROOT (run with chroot, as root; their tests skip without it).
+export MINIMIX_TRIXIE_ROOT ?= /var/cache/minimix/trixie
+
 servers:
-	@missing=""; for pkg in prosody prosody-modules ejabberd openssl; do \
+	@missing=""; for pkg in prosody prosody-modules ejabberd openssl debootstrap; do \
 	  dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+	@if [ "$$(id -u)" != 0 ]; then \
+	  echo "not root: no Debian 13 root, the Prosody 13 and ejabberd 24.12 tests will be skipped"; \
+	elif ! .ci/trixie-root "$$MINIMIX_TRIXIE_ROOT" prosody ejabberd >/dev/null; then \
+	  echo "could not build the Debian 13 root: the Prosody 13 and ejabberd 24.12 tests will be skipped"; \
 	fi
 
 test: install servers

@@ -1,8 +1,10 @@
 """Fixtures for integration tests against real XMPP servers.
 
-- `prosody`, `prosody_legacy` (no mod_bookmarks), `ejabberd`: one server per test module.
-- `server`: Prosody for ordinary tests; Prosody and ejabberd for tests marked
-  `@pytest.mark.interop`.
+- `prosody` (0.12), `prosody_legacy` (0.12 without mod_bookmarks), `prosody13`, `ejabberd`
+  (23.01), `ejabberd24` (24.12): one server per test module. Prosody 13 and ejabberd 24.12 run
+  from a Debian 13 root (servers.root); where it cannot be had their tests are skipped.
+- `server`: Prosody 0.12 for ordinary tests; both Prosodies for tests marked
+  `@pytest.mark.prosodies`; all four servers for tests marked `@pytest.mark.interop`.
 - `client`: a factory of connected TestClients, disconnected after the test.
 - `daemon`: a factory that runs the daemon from a config file, stopped after the test;
   its output is attached to the report of a failing test.
@@ -16,18 +18,29 @@ import itertools
 import pytest
 
 from harness import DaemonProcess, TestClient, daemon_config, to_toml
-from servers import EjabberdServer, ProsodyOptions, ProsodyServer, XmppServer
+from servers import (
+    Ejabberd24Server,
+    EjabberdServer,
+    Prosody13Server,
+    ProsodyOptions,
+    ProsodyServer,
+    XmppServer,
+)
 
-SERVER_FIXTURES = {"prosody", "prosody_legacy", "ejabberd", "server"}
+SERVER_FIXTURES = {"prosody", "prosody_legacy", "prosody13", "ejabberd", "ejabberd24", "server"}
+PROSODIES = ["prosody", "prosody13"]
+INTEROP = [*PROSODIES, "ejabberd", "ejabberd24"]
+
+
+def pytest_configure(config):
+    # "interop" (every server) is registered in pyproject.toml
+    config.addinivalue_line("markers", "prosodies: runs on Prosody 0.12 and 13")
 
 
 def pytest_generate_tests(metafunc):
     if "server" in metafunc.fixturenames:
-        kinds = (
-            ["prosody", "ejabberd"]
-            if metafunc.definition.get_closest_marker("interop")
-            else ["prosody"]
-        )
+        marker = metafunc.definition.get_closest_marker
+        kinds = INTEROP if marker("interop") else PROSODIES if marker("prosodies") else ["prosody"]
         metafunc.parametrize("server", kinds, indirect=True, scope="module")
 
 
@@ -64,14 +77,26 @@ def prosody_legacy(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def prosody13(tmp_path_factory):
+    """Prosody 13.0 (bookmarks built in), from the Debian 13 root."""
+    yield from _run_server(Prosody13Server, tmp_path_factory, "prosody13")
+
+
+@pytest.fixture(scope="module")
 def ejabberd(tmp_path_factory):
     """ejabberd 23.01, stock-like config."""
     yield from _run_server(EjabberdServer, tmp_path_factory, "ejabberd")
 
 
 @pytest.fixture(scope="module")
+def ejabberd24(tmp_path_factory):
+    """ejabberd 24.12, the same config, from the Debian 13 root."""
+    yield from _run_server(Ejabberd24Server, tmp_path_factory, "ejabberd24")
+
+
+@pytest.fixture(scope="module")
 def server(request) -> XmppServer:
-    """The server of the current parameter: "prosody", or also "ejabberd" for interop tests."""
+    """The server of the current parameter (a fixture name: see pytest_generate_tests)."""
     return request.getfixturevalue(request.param)
 
 

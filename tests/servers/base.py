@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .root import chrooted
+
 STARTUP_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 
@@ -153,6 +155,8 @@ class XmppServer(abc.ABC):
     #: room archives announce urn:xmpp:mam:2#extended (after-id / before-id)
     mam_extended = False
     push = False  # XEP-0357: the server wakes a client that enabled push
+    #: the Debian 13 root the server runs from (servers.root); None: this host's packages
+    root: Path | None = None
 
     def __init__(self, workdir: Path | None = None):
         """`workdir` holds config, certificates, data and logs (default: a new temp dir)."""
@@ -188,6 +192,10 @@ class XmppServer(abc.ABC):
     @abc.abstractmethod
     def logs(self) -> str:
         """The server's log text, for failure messages."""
+
+    def _command(self, argv: list[str]) -> list[str]:
+        """`argv` as it runs for this server: from its root, if it has one."""
+        return chrooted(self.root, self.workdir, argv) if self.root else argv
 
     def _pick_ports(self) -> None:
         self.port = free_port(self.host)

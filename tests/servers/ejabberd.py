@@ -15,6 +15,7 @@ from string import Template
 
 from . import certs
 from .base import ServerError, XmppServer, free_port
+from .root import TRIXIE_ROOT, unavailable
 
 ERL = "/usr/bin/erl"
 ERL_LIBS = "/usr/lib/x86_64-linux-gnu"
@@ -26,6 +27,7 @@ class EjabberdServer(XmppServer):
     at conference.localhost, and a self-signed certificate that is also `ca_file`."""
 
     kind = "ejabberd"
+    version = "23.01"
     mismatch_domain = "mismatch.localhost"
     bookmarks_compat = False  # legacy and PEP bookmarks are separate stores
     retract_notifications = False  # 23.01 sends no retract events to +notify resources
@@ -40,10 +42,13 @@ class EjabberdServer(XmppServer):
         self.stdout_file = self.log_dir / "stdout.log"
         self.ca_file = self.workdir / "certs" / "server.crt"  # self-signed: its own trust anchor
 
-    @staticmethod
-    def available() -> str | None:
+    @classmethod
+    def available(cls) -> str | None:
         """None if ejabberd can run here, else why not."""
-        if not os.access(ERL, os.X_OK) or not any(Path(ERL_LIBS).glob("ejabberd-*")):
+        if cls.root:
+            if why_not := unavailable(cls.root, ERL, f"{ERL_LIBS}/ejabberd-{cls.version}"):
+                return why_not
+        elif not os.access(ERL, os.X_OK) or not any(Path(ERL_LIBS).glob("ejabberd-*")):
             return "ejabberd (erl + ejabberd libs) not installed"
         if not shutil.which("openssl"):
             return "openssl CLI not installed"
@@ -105,7 +110,7 @@ class EjabberdServer(XmppServer):
         ]
         with open(self.stdout_file, "ab") as out:
             return subprocess.Popen(
-                cmd,
+                self._command(cmd),
                 cwd=self.workdir,
                 env=self._env(),
                 stdout=out,
@@ -143,3 +148,13 @@ class EjabberdServer(XmppServer):
         domain = domain or self.domain
         self.api("register", user=localpart, host=domain, password=password)
         return f"{localpart}@{domain}"
+
+
+class Ejabberd24Server(EjabberdServer):
+    """ejabberd 24.12 (Debian 13's), run from the Debian 13 root (servers.root)."""
+
+    kind = "ejabberd24"
+    version = "24.12"
+    root = TRIXIE_ROOT
+    bookmarks_compat = True  # since 23.10 it syncs the stores itself and announces #compat
+    retract_notifications = True  # since 24.12

@@ -14,6 +14,7 @@ from xml.sax.saxutils import escape
 
 from . import certs
 from .base import ServerError, XmppServer
+from .root import TRIXIE_ROOT, unavailable
 
 PROSODY = "/usr/bin/prosody"
 PROSODYCTL = "/usr/bin/prosodyctl"
@@ -72,10 +73,13 @@ class ProsodyServer(XmppServer):
         if len(str(self.admin_socket)) > 100:
             raise ServerError(f"workdir path too long for a unix socket: {self.admin_socket}")
 
-    @staticmethod
-    def available() -> str | None:
+    @classmethod
+    def available(cls) -> str | None:
         """None if Prosody can run here, else why not."""
-        if not (os.access(PROSODY, os.X_OK) and os.access(PROSODYCTL, os.X_OK)):
+        if cls.root:
+            if why_not := unavailable(cls.root, PROSODY, PROSODYCTL):
+                return why_not
+        elif not (os.access(PROSODY, os.X_OK) and os.access(PROSODYCTL, os.X_OK)):
             return f"{PROSODY} not installed"
         if not shutil.which("openssl"):
             return "openssl CLI not installed"
@@ -163,7 +167,7 @@ Component "{self.muc_domain}" "muc"
     def _launch(self) -> subprocess.Popen:
         with open(self.stdout_file, "ab") as out:
             return subprocess.Popen(
-                [PROSODY, "--config", str(self.config_file), "-F"],
+                self._command([PROSODY, "--config", str(self.config_file), "-F"]),
                 cwd=self.workdir,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -219,7 +223,7 @@ Component "{self.muc_domain}" "muc"
     def prosodyctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         """Run `prosodyctl --config CFG ARGS...` (e.g. "shell", "muc:list('conference.localhost')")."""
         return subprocess.run(
-            [PROSODYCTL, "--config", str(self.config_file), *args],
+            self._command([PROSODYCTL, "--config", str(self.config_file), *args]),
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -253,3 +257,10 @@ Component "{self.muc_domain}" "muc"
             f"{notify}return 'removed'"
         )
         return self.shell(lua)
+
+
+class Prosody13Server(ProsodyServer):
+    """Prosody 13 (Debian 13's 13.0.1), run from the Debian 13 root (servers.root)."""
+
+    kind = "prosody13"
+    root = TRIXIE_ROOT
