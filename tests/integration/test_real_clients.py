@@ -476,14 +476,15 @@ def wait_left_after_removal(request, user, room: str, another: bool, since: int)
     """The room's bookmark is gone: the daemon must leave the room.
 
     On a server that maps legacy bookmarks (#compat), the phone (+notify) first sees how
-    the removal was announced: a <retract/> of the room's item while other bookmarks remain,
-    a <purge/> of the whole node once the list is empty (Prosody 0.12's mod_bookmarks)."""
+    the removal was announced: a <retract/> of the room's item while other bookmarks remain;
+    once the list is empty, a <purge/> of the whole node (Prosody's mod_bookmarks) or the
+    same <retract/> (ejabberd 24.12)."""
     if user.server.bookmarks_compat:
-        kind = "retract" if another else "purge"
+        kinds = ("retract",) if another else ("purge", "retract")
         user.phone.wait_message(
-            lambda m: _event(m, kind, room) is not None,
+            lambda m: any(_event(m, kind, room) is not None for kind in kinds),
             since=since,
-            message=f"the phone saw no {kind} event of {NS['bookmarks']}",
+            message=f"the phone saw no {' or '.join(kinds)} event of {NS['bookmarks']}",
         )
     user.wait_left(room)
 
