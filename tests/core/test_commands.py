@@ -16,6 +16,7 @@ from minimix.core.events import (
     ClientPresence,
     ClientText,
     PepBookmarksLoaded,
+    PostRefused,
     RoomMessage,
     SelfAvailable,
     SessionEstablished,
@@ -100,6 +101,18 @@ def test_say_posts_long_text_whole():
     (post,) = of(actions, A.SendToRoom)
     assert post.text == text
     assert answer == f"sent to {ROOM}"
+
+
+def test_a_refused_post_is_reported_to_its_client_and_no_other_error_is():
+    """Prosody 13 refuses a private message in a room that allows none (policy-violation)."""
+    engine = joined_engine()
+    actions, _ = command(engine, "say kitchen/bob hi")
+    (sent,) = of(actions, A.SendToRoom)
+    refusal = PostRefused(f"{ROOM}/bob", sent.origin_id, "policy-violation", "No PMs " + "x" * 1000)
+    (reply,) = engine.handle(refusal, NOW)
+    assert reply.resource == "laptop" and reply.text.startswith(f"not sent to {ROOM}/bob: No PMs xx")
+    assert reply.text.endswith(" (policy-violation)") and len(reply.text) < 400
+    assert engine.handle(PostRefused(ROOM, "mmx-made-up", "forbidden"), NOW) == []
 
 
 def test_say_with_nothing_to_say_sends_nothing():

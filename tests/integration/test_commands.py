@@ -163,3 +163,33 @@ def test_what_the_bookmark_reader_would_skip_is_never_bookmarked(user):
     text = "y" * 6003
     assert user.command(phone, f"say kitchen {text}") == f"sent to {room}"
     assert user.bob.wait_groupchat(room, text)["body"] == text
+
+
+#: how a room owner forbids private messages: XEP-0045's field (Prosody 13, ejabberd 24.12),
+#: else ejabberd 23.01's own; Prosody 0.12 has no such option
+NO_PRIVATE_MESSAGES = {"muc#roomconfig_allowpm": "none", "allow_private_messages": False}
+
+
+@pytest.mark.interop
+def test_a_private_message_the_room_refuses_is_reported_to_the_client_that_said_it(user):
+    """`say ROOM/NICK` in a room that allows no private messages: the room answers with an
+    error (Prosody 13 policy-violation, ejabberd forbidden or not-acceptable), and the client
+    that asked is told it was not sent, instead of believing it was."""
+    _, room = joined_room(user)
+    fields = user.bob.room_config(room)
+    forbid = {k: v for k, v in NO_PRIVATE_MESSAGES.items() if k in fields}
+    if not forbid:
+        pytest.skip(f"{user.server.kind}: a room cannot forbid private messages")
+    user.bob.configure_room(room, dict([next(iter(forbid.items()))]))
+    laptop = user.other("laptop")
+    mark = len(laptop.messages)
+    assert user.command(laptop, "say kitchen/bob hello bob") == f"sent to {room}/bob"
+    refused = laptop.wait_message(
+        lambda m: user.is_reply(m) and m["body"].startswith("not sent"), since=mark
+    )
+    assert refused["body"].startswith(f"not sent to {room}/bob: "), refused["body"]
+    assert not [m for m in user.bob.messages if m["body"] == "hello bob"]
+    # The room still works both ways, and the phone (which asked nothing) heard nothing.
+    assert user.command(laptop, "say kitchen hello all") == f"sent to {room}"
+    user.bob.wait_groupchat(room, "hello all")
+    assert not [m for m in user.phone.messages if user.is_reply(m)]

@@ -12,11 +12,13 @@ from dataclasses import dataclass
 
 from minimix.core import actions as A
 from minimix.core import commands as C
-from minimix.core.events import ClientCommand, ClientText
+from minimix.core.events import ClientCommand, ClientText, PostRefused
 from minimix.core.ledger import Ledger
 from minimix.core.relay import ClientSettings, config_mode
 from minimix.core.router import Router, Target
 from minimix.core.types import RoomsView
+
+REFUSAL_TEXT_MAX = 300  # of a room's error text, passed on to the client it concerns
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,17 @@ class Chat:
         origin_id = self.ledger.new_id()
         self.router.posting(origin_id, resource)
         return A.SendToRoom(room, text, origin_id, nick, reply_to)
+
+    def post_refused(self, ev: PostRefused) -> list[A.Action]:
+        """A room refused something said for a client (a private message in a room that
+        allows none, a visitor's post in a moderated room): that client is told, rather
+        than left believing it was said.  Only our own posts' ids count (random, unknown
+        to anyone else), so no one can make the daemon talk with a made-up error."""
+        resource = self.router.posted.get(ev.origin_id)
+        if resource is None:
+            return []
+        why = f"{ev.text[:REFUSAL_TEXT_MAX]} ({ev.condition})" if ev.text else ev.condition
+        return [A.Reply(resource, f"not sent to {ev.to}: {why}")]
 
     def command(self, ev: ClientCommand, now: float) -> list[A.Action]:
         resource, token = ev.resource, ev.token

@@ -42,6 +42,7 @@ from minimix.core.events import (
     PepBookmarkRetracted,
     PepBookmarksLoaded,
     PlaybackLoaded,
+    PostRefused,
     ReadAt,
     ReadUpTo,
     RelayBounced,
@@ -88,6 +89,7 @@ ACCOUNT_EVENTS = (
     RelaysAcked,
     RelayBounced,
     RelayReceived,
+    PostRefused,
     KnownMessages,
     ExpiryDue,
     ReadUpTo,
@@ -99,7 +101,7 @@ AccountEvent = (
     SessionEstablished | SessionLost | PepBookmarksLoaded | PepBookmarkPublished | PepBookmarkRetracted
     | LegacyBookmarksLoaded | OccupantPresent | OccupantLeft | ClientPresence | RoomMessage | ClientText
     | ClientCommand | CatchUpDone | CatchUpPage | PlaybackLoaded | RelaysAcked | RelayBounced
-    | RelayReceived | KnownMessages | ExpiryDue | ReadUpTo | ReadAt
+    | RelayReceived | PostRefused | KnownMessages | ExpiryDue | ReadUpTo | ReadAt
 )
 
 
@@ -177,6 +179,8 @@ class Engine:
                 return self.chat.text(event, now)
             case ClientCommand():
                 return self.chat.command(event, now)
+            case PostRefused():
+                return self.chat.post_refused(event)
             case CatchUpDone():
                 return self.catchups.done(event, now)
             case CatchUpPage():

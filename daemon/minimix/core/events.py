@@ -314,6 +314,17 @@ class RelayBounced:
 
 
 @dataclass(frozen=True, slots=True)
+class PostRefused:
+    """A room answered one of our posts (``origin_id``, said for one of the user's clients)
+    with an error: to ``to``, the room or ``room/nick`` for a private message."""
+
+    to: str
+    origin_id: str
+    condition: str
+    text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RelayReceived:
     """One of the user's clients answered a relay's receipt request (XEP-0184)."""
 

@@ -50,6 +50,7 @@ from minimix.core.events import (
     PepBookmarkRetracted,
     PepBookmarksLoaded,
     PingOutcome,
+    PostRefused,
     RelayBounced,
     RelayReceived,
     RelaysAcked,
@@ -729,6 +730,8 @@ class Session:
             elif kind in (aioxmpp.MessageType.CHAT, aioxmpp.MessageType.NORMAL) and sender.resource:
                 self._room_message(room, message, private=True)
             else:
+                if kind == aioxmpp.MessageType.ERROR and message.id_:  # our post's id: refused
+                    self._post(PostRefused(str(sender), message.id_, *muc.error_condition(message.error)))
                 self._post(RoomActivity(room))
             return None
         if kind == aioxmpp.MessageType.ERROR:
