@@ -17,6 +17,7 @@ from harness import (
     LegacyBookmark,
     StanzaError,
     TestClient,
+    el_of,
     muc_codes,
     wait_until,
 )
@@ -179,6 +180,11 @@ def test_capability_facts_match_the_server(server, client):
         "urn:xmpp:bookmarks:1#compat" in c.disco_info(c.bare).features
     ) == server.bookmarks_compat
     assert ("urn:xmpp:mam:2#extended" in c.disco_info(room).features) == server.mam_extended
+    c.say(room, "counted")
+    c.wait_groupchat(room, "counted")
+    rsm_max_0 = f"<query xmlns='{NS['mam']}'><set xmlns='{NS['rsm']}'><max>0</max></set></query>"
+    count = el_of(c.iq(rsm_max_0, room, "set")).find("mam:fin/rsm:set/rsm:count", NS)
+    assert (count is not None) == server.mam_counts
 
 
 # -- TLS fixtures are meaningful ---------------------------------------------------------

@@ -102,19 +102,20 @@ def test_a_cursor_gone_from_the_archive_catches_up_by_time(count):
 # -- against the real Prosody: what the choice between the two rests on -------------------------
 
 
-@pytest.mark.integration
+@pytest.mark.prosodies
 @pytest.mark.parametrize("limit, forwards", [(500, True), (50, False)])
-def test_prosodys_count_since_the_cursor_picks_the_paging(prosody, limit, forwards):
+def test_prosodys_count_since_the_cursor_picks_the_paging(server, limit, forwards):
     """Prosody's RSM count for a ``start`` filter counts what came since then (its id filter
     would not be counted): within the limit the room is read forwards, page by page, else
-    backwards keeping the newest.  Either way: what came after the cursor, once, in order."""
+    backwards keeping the newest.  Prosody 13.0's archive counts nothing: always backwards.
+    Either way: what came after the cursor, once, in order."""
     from harness import NS, TestClient, el_of
     from minimix.xmpp import compat
 
     compat.apply()
-    room = prosody.new_room("paging")
+    room = server.new_room("paging")
     said = [f"after {i:03d}" for i in range(120)]  # in a burst, most in the cursor's second
-    with TestClient(prosody, prosody.new_account(), "bob") as bob:
+    with TestClient(server, server.new_account(), "bob") as bob:
         bob.join(room, "bob")
         bob.say(room, "the cursor")
         cursor = bob.wait_groupchat(room, "the cursor")
@@ -123,14 +124,14 @@ def test_prosodys_count_since_the_cursor_picks_the_paging(prosody, limit, forwar
         for text in said:
             bob.say(room, text)
         bob.wait_groupchat(room, said[-1])
-    reader = prosody.new_account()
+    reader = server.new_account()
 
     async def main():
         client = compat.MinimixClient(
             aioxmpp.JID.fromstr(f"{reader.jid}/mam"),
-            compat.security_layer(reader.password, str(prosody.ca_file)),
+            compat.security_layer(reader.password, str(server.ca_file)),
             delay_for=lambda attempt: 1.0,
-            override_peer=[(prosody.host, prosody.port, aioxmpp.connector.STARTTLSConnector())],
+            override_peer=[(server.host, server.port, aioxmpp.connector.STARTTLSConnector())],
             pin_peer=True,
         )
         pages: list[list[mam.Archived]] = []
@@ -143,9 +144,9 @@ def test_prosodys_count_since_the_cursor_picks_the_paging(prosody, limit, forwar
 
     found, more, streamed, pages = asyncio.run(asyncio.wait_for(main(), 60))
     got = [a.message.body.any() for page in pages for a in page] + [a.message.body.any() for a in found]
-    if forwards:
+    if forwards and server.mam_counts:
         assert streamed == len(said) and len(pages) > 1 and found == []
         assert got == said
     else:
         assert streamed == 0 and pages == []
-        assert got == said[-limit:] and more == len(said) - limit
+        assert got == said[-limit:] and more == max(0, len(said) - limit)

@@ -34,6 +34,7 @@ NS = {
     "reply": "urn:xmpp:reply:0",
     "sid": "urn:xmpp:sid:0",
     "mam": "urn:xmpp:mam:2",
+    "rsm": "http://jabber.org/protocol/rsm",
 }
 
 __all__ = [

@@ -155,6 +155,8 @@ class XmppServer(abc.ABC):
     #: room archives announce urn:xmpp:mam:2#extended (after-id / before-id)
     mam_extended = False
     push = False  # XEP-0357: the server wakes a client that enabled push
+    #: room archives answer with an RSM <count/> (Prosody 13.0's default storage gives none)
+    mam_counts = True
     #: the Debian 13 root the server runs from (servers.root); None: this host's packages
     root: Path | None = None
 

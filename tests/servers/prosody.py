@@ -264,3 +264,7 @@ class Prosody13Server(ProsodyServer):
 
     kind = "prosody13"
     root = TRIXIE_ROOT
+    # Its internal archive store (13.0.1): no RSM count, an unknown after-id is not an error
+    # (the query matches nothing, or everything paging backwards), and a start-only query
+    # also returns the last message before the start.
+    mam_counts = False
