@@ -34,7 +34,7 @@ class FakeArchive:
             first = ids.index(after_id) + 1 if after_id else 0
             got = self.items[max(first, end - max_) : end]
             return got, fin(complete=end - max_ <= first, first=got[0].id_ if got else None)
-        start_at = ids.index(after) + 1
+        start_at = ids.index(after) + 1 if after else 0
         got = self.items[start_at : start_at + max_]
         return got, fin(complete=start_at + max_ >= len(ids))
 
@@ -97,6 +97,31 @@ def test_a_cursor_gone_from_the_archive_catches_up_by_time(count):
     found, pages, more, streamed = run(ExpiredArchive(5, count=count), limit=20)
     assert [i for p in pages for i in p] + found == [f"m{i}" for i in range(1, 6)]
     assert more == 0
+
+
+class IgnoringArchive(FakeArchive):
+    """Prosody 13.0's internal store: our cursor m0 expired, and an id it does not have is
+    no error: backwards, an after-id filters nothing; forwards, RSM <after/> finds nothing."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(n, count=None)
+        self.items = self.items[1:]
+
+    async def page(self, archive, *, after_id=None, start=None, before=None, after=None, max_=mam.PAGE):
+        if after == "m0":
+            return [], fin(complete=True)
+        after_id = None if after_id == "m0" else after_id
+        return await super().page(archive, after_id=after_id, start=start, before=before, after=after, max_=max_)
+
+
+def test_a_cursor_the_archive_ignores_is_caught_up_by_time_and_what_is_not_shown_counted():
+    """Against Prosody 13.0 the catch-up took the newest, but counted 0 "more" (the count
+    pages forwards from the unknown id: nothing) and, had the archive kept messages older
+    than the cursor, would have relayed those again."""
+    found, pages, more, streamed = run(IgnoringArchive(30), limit=20)
+    assert pages == [] and streamed == 0
+    assert found == [f"m{i}" for i in range(11, 31)]
+    assert more == 10
 
 
 # -- against the real Prosody: what the choice between the two rests on -------------------------

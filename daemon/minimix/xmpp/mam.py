@@ -189,6 +189,8 @@ async def catch_up(
     except aioxmpp.errors.XMPPError as exc:
         if not by_id or exc.condition != aioxmpp.ErrorCondition.ITEM_NOT_FOUND:
             raise
+    except _UnknownCursor:
+        pass
     # The archive no longer has our cursor's id (it expired, or was cleared): by time,
     # from the cursor's time, instead of nothing at all.  Whatever it still has from before
     # the cursor is older still, and gone with it.
@@ -222,10 +224,25 @@ async def _backward(
         if reached or fin.complete or not page or first is None:
             break
         before = first
+    if by_id and found and not await _has(archives, room, after_id):
+        raise _UnknownCursor
     more = 0
     if not reached and found and len(found) >= limit:
         more = await _count_between(archives, room, after, found[-1].id_)
     return list(reversed(found)), more, 0
+
+
+class _UnknownCursor(Exception):
+    """The archive ignored an id it does not have, rather than answer item-not-found."""
+
+
+async def _has(archives: Archives, room: aioxmpp.JID, archive_id: str) -> bool:
+    """Whether the archive has ``archive_id``, asked when messages came after it: then one
+    comes after it (RSM ``after``).  Prosody 13.0's internal store answers an after-id it
+    does not have with no error: backwards, everything as if unfiltered (messages older
+    than the cursor among them, and no count of the rest); forwards, nothing."""
+    page, _ = await archives.page(room, after=archive_id, max_=1)
+    return bool(page)
 
 
 async def _forward(archives: Archives, room: aioxmpp.JID, after_id: str, after_stamp: float, limit: int,
