@@ -108,7 +108,7 @@ def test_the_probe_gets_the_count_of_a_killed_session(server, tmp_path, quoted):
         assert count == sent
     else:
         print(f"{server.kind}: a stale count gets {count}")
-        assert count is None or server.kind != "prosody"  # what the crash test's rare duplicates came from
+        assert count is None or not server.kind.startswith("prosody")  # what the crash test's rare duplicates came from
 
 
 def test_the_ack_mark_reads_what_was_written_last(tmp_path):

@@ -1,6 +1,7 @@
-"""A private ejabberd 23.01 for tests, run as in the ejabberd spike: `erl` directly (no
-ejabberdctl, which su's to the ejabberd user), no Erlang distribution (so no epmd, node
-name or cookie), accounts registered over mod_http_api on a second loopback port."""
+"""A private ejabberd 23.01 (or 24.12, from the Debian 13 root) for tests, run as in the
+ejabberd spike: `erl` directly (no ejabberdctl, which su's to the ejabberd user), no Erlang
+distribution (so no epmd, node name or cookie), accounts registered over mod_http_api on a
+second loopback port. 24.12 reads the same config."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""A private Prosody 0.12 for tests (config derived from the aioxmpp spike's)."""
+"""A private Prosody 0.12 (or 13 from the Debian 13 root) for tests (config derived from the
+aioxmpp spike's; 13 reads the same config)."""
 
 from __future__ import annotations
 
