@@ -151,11 +151,12 @@ def test_relays_a_client_session_never_acknowledged_come_again_when_it_logs_in_a
     """A phone in a tunnel: its session got the relays from the server but never
     acknowledged them (XEP-0198), and the phone logs in again without resuming.  The server
     ends the old session and gives back what it had not acknowledged (Prosody and ejabberd:
-    an error message per relay, to the daemon).  Those relays come again, once, in order, in the new
-    session's playback — the server had acknowledged them to the daemon long before."""
+    an error message per relay, to the daemon; Prosody 13's carry by= on the error).  Those
+    relays come again, once, in order, in the new session's playback — the server had
+    acknowledged them to the daemon long before."""
     room = user.room(prefix="tunnel")
     user.phone.publish_bookmark(room, nick=NICK)
-    user.start({"relay": {"clients": {"tablet": "all"}}})
+    d = user.start({"relay": {"clients": {"tablet": "all"}}})
     user.wait_joined(room, NICK)
     tablet = user.other("tablet")
     tablet.send_raw("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")  # and never an <a/>
@@ -169,6 +170,7 @@ def test_relays_a_client_session_never_acknowledged_come_again_when_it_logs_in_a
     wait_text(user, again, "out of the tunnel")
     got = texts(user, again, 0)
     assert got == [*said, "out of the tunnel"], tally(got, [*said, "out of the tunnel"]).summary()
+    assert d.grep(r"relay bounced: owed again client=tablet")  # by the bounces, not by chance
 
 
 @pytest.mark.interop
