@@ -23,6 +23,9 @@ from harness import NS, el_of, wait_until
 from harness.relays import post, relays_to, tally, texts, wait_text
 from harness.store import in_flight
 
+# Both Prosodies: 13's restarts and stream management (bounces, resumption) are not 0.12's.
+pytestmark = pytest.mark.prosodies
+
 NICK = "Ally"
 
 
