@@ -598,6 +598,7 @@ def sm_stream():
     stream._incoming_queue = asyncio.Queue()
     stream._minimix_ack_answer = None
     stream._xmlstream = xmlstream = mock.Mock()
+    xmlstream.state = aioxmpp.protocol.State.OPEN
     return stream, xmlstream
 
 
@@ -1246,7 +1247,7 @@ def test_an_exception_handling_a_stanza_costs_that_stanza_not_the_stream(at_once
     assert texts == ["fine"] and up
 
 
-# -- 21. a lost stream logs a traceback per disco query in flight --------------------------------
+# -- 23. a lost stream logs a traceback per disco query in flight --------------------------------
 
 
 @pytest.mark.parametrize("stock", [True, False], ids=["stock", "patched"])
@@ -1299,3 +1300,33 @@ def test_a_lost_stream_is_reported_once_not_also_as_a_failed_attempt(prosody):
 
     seen = asyncio.run(asyncio.wait_for(main(), 30))
     assert [kind for kind, _ in seen] == ["lost"], seen
+
+
+# -- 24. the stream's end in a TLS record of its own ------------------------------------------------
+
+
+def test_the_last_ack_and_the_streams_end_go_out_in_one_write():
+    """Prosody 13 could leave the end unread (its own record, read with the <a/> in one
+    go): the stop timed out and the session stayed online for minutes."""
+    stream, xmlstream = sm_stream()
+    xmlstream._transport = transport = open_tls_transport()
+    xmlstream.send_xso.side_effect = lambda xso: transport.write(b"<a/>")
+    xmlstream.close.side_effect = lambda: [transport.write(b) for b in (b"</", b"stream:stream", b">")]
+    xmlstream.close_and_wait = mock.AsyncMock()
+    stream.running, stream.sm_enabled, stream.wait_stop = True, True, mock.AsyncMock()
+    sent = []
+    transport._send_wrap.send.side_effect = lambda buf: sent.append(bytes(buf)) or len(buf)
+    asyncio.run(compat._stanza_stream_close(stream))
+    assert sent == [b"<a/></stream:stream>"]
+    assert stream.stop_sm.called and stream._closed
+
+
+def test_an_ack_request_read_after_the_streams_end_is_not_answered():
+    """Nothing may follow the end: the answer raised ConnectionError, logged as an internal
+    error at every such stop."""
+    import aioxmpp.nonza
+
+    stream, xmlstream = sm_stream()
+    xmlstream.state = aioxmpp.protocol.State.CLOSING
+    compat._process_incoming(stream, xmlstream, (aioxmpp.nonza.SMRequest(), None))
+    xmlstream.send_xso.assert_not_called()

@@ -166,6 +166,28 @@ def test_sigint_exits_0_after_leaving_cleanly(user):
     assert_left_cleanly(user, rooms, marks)
 
 
+@pytest.mark.prosodies
+def test_every_stop_ends_the_session_at_once(user):
+    """Prosody 13 can leave TLS records it read in one go unprocessed while the session
+    waits (its reading paused) until more bytes come: the closing <a/> and the stream's end,
+    written as records of their own, left the end unread.  The stop gave up after 5 s, the
+    connection dropped and the server kept the session for resumption: the daemon's resource
+    stayed online for minutes (and a room's <r/> arriving meanwhile logged an internal
+    error).  Eight stops in a row, each seen by the phone at once."""
+    rooms = {user.room(prefix=f"stop{i}"): f"stop{i}" for i in range(3)}
+    for room, nick in rooms.items():
+        user.phone.publish_bookmark(room, nick=nick)
+    d = user.start()
+    for _ in range(8):
+        for room, nick in rooms.items():
+            user.wait_joined(room, nick)
+        mark = len(user.phone.presences)
+        assert d.stop() == 0
+        wait_until(lambda m=mark: unavailable_from(user.phone, user.full_jid, m), message="not offline")
+        d.start()
+    assert not d.grep(r"internal error"), d.tail()
+
+
 # -- SIGHUP ----------------------------------------------------------------------------------
 
 
