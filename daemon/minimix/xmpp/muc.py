@@ -9,6 +9,7 @@ edge reads the facts off each presence and the core decides.
 from __future__ import annotations
 
 import datetime
+import math
 
 import aioxmpp
 import aioxmpp.muc.xso as muc_xso
@@ -102,13 +103,18 @@ def join_presence(
     room: aioxmpp.JID, nick: str, password: str | None, history_since: float | None = None
 ) -> aioxmpp.Presence:
     """XEP-0045 §7.2: no history — minimix catches up from the room's archive (MAM) — except
-    in a room without an archive, which is asked for its history since ``history_since``."""
+    in a room without an archive, which is asked for its history since ``history_since``.
+
+    Since the start of that second: Prosody keeps a room's history in whole seconds, and 13
+    compares our fraction with them, so what was said in the cursor's second after it was
+    left out (0.12 dropped the fraction).  What comes again from before it is de-duplicated."""
     presence = aioxmpp.Presence(type_=aioxmpp.PresenceType.AVAILABLE, to=room.replace(resource=nick))
     ext = muc_xso.GenericExt()
     if history_since is None:
         ext.history = muc_xso.History(maxstanzas=0)
     else:
-        ext.history = muc_xso.History(since=datetime.datetime.fromtimestamp(history_since, datetime.UTC))
+        since = datetime.datetime.fromtimestamp(math.floor(history_since), datetime.UTC)
+        ext.history = muc_xso.History(since=since)
     if password:
         ext.password = password
     presence.xep0045_muc = ext
