@@ -1182,7 +1182,8 @@ def _read_each_feed_whole(expat: Any) -> None:
 # record and, with TCP_NODELAY (patch 5), a TCP segment of its own.  A server whose expat
 # defers reparsing (>= 2.6.0: Prosody 13 on Debian 13) then holds the last small piece until
 # more data comes: measured, `</stream:stream>` waited until 16 more bytes came (3 of 10
-# disconnects hung), and the stream header after STARTTLS once never got an answer.  Each is
+# disconnects hung), and the stream header after STARTTLS once never got an answer (a login
+# stalled after authentication until aioxmpp's negotiation timeout).  Each is
 # now gathered and written in one piece (bytes: XMPPXMLGenerator.buffer() would hand the
 # transport a view of its reused buffer).
 # Upstream: none filed.  It can go with patch 12.
