@@ -10,12 +10,13 @@ from minimix.core.ledger import Logged
 
 # What the log keeps of one message, at most: its original (as a playback forwards it) and
 # its body, subject and fallback text.  An occupant's message may be as large as his
-# server lets through (Prosody 0.12 takes 256 KiB from a client, 512 KiB over s2s).  A
-# playback relay carries the fallback text (escaped: up to 5 bytes a character) and the
-# original in one stanza, which our own server must take from us (256 KiB on Prosody
-# 0.12): with these bounds it is at most about 150 KiB.  The live relay still forwards the
-# original whole.
-KEPT_XML_MAX = 64 * 1024  # bytes of the original
+# server lets through (Prosody takes 256 KiB from a client, 512 KiB over s2s).  A playback
+# relay carries the fallback text and the original in one stanza, and the daemon writes no
+# stanza over 60,000 bytes (xmpp.xso.STANZA_MAX_BYTES: a server closes the stream of a
+# client that sends more than it takes); kept within these bounds, a message of plain text
+# is played back whole: its text (16 KiB) and its original (24 KiB) side by side.  The live
+# relay forwards the original as it came, when it fits.
+KEPT_XML_MAX = 24 * 1024  # bytes of the original
 KEPT_TEXT_MAX = 16 * 1024  # characters of the body, the subject, the fallback text
 _REDUCED_TEXT_MAX = KEPT_XML_MAX // 16  # characters of each in a reduced original: both fit
 _REDUCED_ID_MAX = 1024  # characters of its id (longer: left out; a sender's, of no use to a playback)
