@@ -116,6 +116,27 @@ def test_keys_of_a_rooms_messages_since_a_time(backend):
     assert sorted(reopen().keys_since(ROOM, 1001.5)) == ["k2"]
 
 
+def test_keys_of_a_rooms_messages_after_one_of_the_log_come_oldest_first(backend):
+    store, reopen = backend
+    store.apply([logged(s, key=f"k{s}") for s in (4, 2, 3, 1)] + [logged(5, "o@muc.example", key="k5")])
+    assert reopen().keys_since(ROOM, 0.0, after=1) == ["k2", "k3", "k4"]
+
+
+def test_a_rooms_gap_is_kept_until_it_closes(backend):
+    """What a room's archive still owes (a catch-up failed), with the log's message it
+    opened after, beside the room's cursor and whether it keeps an archive."""
+    store, reopen = backend
+    store.set_room_cursor(ROOM, "s1", 1000.0)
+    store.set_room_gap(ROOM, 7)
+    store.set_room_gap("o@muc.example", 9)
+    store.set_room_gap("o@muc.example", None)
+    store = reopen()
+    assert store.room_gaps() == {ROOM: 7}
+    assert store.room_states()[ROOM] == ("s1", 1000.0, None)
+    store.set_room_gap(ROOM, None)
+    assert reopen().room_gaps() == {}
+
+
 def test_pruning_keeps_the_newest_message_so_the_sequence_goes_on(backend):
     """A week of silence in every room prunes the whole log; the next start must not give
     new messages numbers at or below the clients' cursors (they would count as delivered)."""

@@ -40,6 +40,8 @@ def message(seq: int, stamp: float, **kw) -> Logged:
 def downgraded(path, version: int) -> None:
     """The store as an older minimix left it: schema ``version`` (newer migrations to run)."""
     db = sqlite3.connect(path)
+    if version < 10:
+        db.execute("ALTER TABLE room_state DROP COLUMN gap_after")
     if version < 9:
         db.execute("DROP TABLE pushed")
     if version < 8:
@@ -64,6 +66,20 @@ def test_an_upgrade_dates_what_an_occupant_dated_in_the_future_now(tmp_path):
     assert store.prune(time.time() + 2) == 2  # retention reaches it now
     (last_id, last_stamp, _), = store.room_states().values()
     assert last_id == "forged" and before - 1 <= last_stamp <= time.time() + 1
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+
+
+def test_an_upgrade_keeps_the_room_cursors_and_opens_no_gap(tmp_path):
+    path = tmp_path / FILENAME
+    store = Store(path)
+    store.apply([message(1, 1000.0, room_cursor=("s1", 1000.0))])
+    store.set_room_mam(ROOM, True)
+    store.close()
+    downgraded(path, 9)
+    store = Store(path)
+    assert store.room_states() == {ROOM: ("s1", 1000.0, True)} and store.room_gaps() == {}
+    store.set_room_gap(ROOM, 1)
+    assert store.room_gaps() == {ROOM: 1}
     assert store.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
 
 

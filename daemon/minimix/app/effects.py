@@ -48,6 +48,7 @@ class Effects:
             A.Store: lambda a: session.store(a),
             A.FindRead: self.find_read,
             A.SaveRoom: self.save_room,
+            A.SaveGap: lambda a: store.set_room_gap(a.room, a.after),
             A.CatchUp: lambda a: session.catch_up(a.room, a.after, a.limit, a.token),
             A.LoadPlayback: self.load_playback,
             A.Reply: self.reply,
@@ -75,7 +76,7 @@ class Effects:
         self.session.join(a.room, a.nick, a.password, a.history_since)
 
     def load_keys(self, a: A.LoadKeys) -> None:
-        self.feed(KnownMessages(a.room, tuple(self.store.keys_since(a.room, a.since))))
+        self.feed(KnownMessages(a.room, tuple(self.store.keys_since(a.room, a.since, a.after))))
 
     def write_bookmark(self, a: A.WriteBookmark) -> None:
         self.session.change_bookmark(a.bookmark, a.room, autojoin=a.autojoin, nick=a.nick, venue=a.venue,

@@ -298,7 +298,7 @@ class App:
                      owed_again=len(state.flights) - reached, server_count=handled)
             state = store.load()
         marks = self.engine.restore(state, rooms=store.room_states(), settings=store.load_clients(),
-                                    now=time.time())
+                                    now=time.time(), gaps=store.room_gaps())
         with store.grouped():
             store.apply(marks)
 

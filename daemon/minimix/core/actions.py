@@ -25,11 +25,13 @@ class Join(Action):
 
 @dataclass(frozen=True, slots=True)
 class LoadKeys(Action):
-    """Read back the de-duplication keys of a room's messages logged since ``since`` (its
-    history is asked for again): they come back as KnownMessages."""
+    """Read back the de-duplication keys of a room's messages logged since ``since`` and
+    after the log's message ``after`` (its history, or its archive, is asked for again):
+    they come back as KnownMessages."""
 
     room: str
     since: float
+    after: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +217,16 @@ class SaveRoom(Action):
     room: str
     cursor: tuple[str | None, float] | None = None  # (archive id or None, time)
     mam: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SaveGap(Action):
+    """Remember that a room's archive still owes what came after the room's cursor (a
+    catch-up failed): the messages logged after the log's message ``after`` may be among
+    what it gives then.  None: it owes nothing any more."""
+
+    room: str
+    after: int | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -129,7 +129,7 @@ class Engine:
         self.presence = Presence(offline_status)
         self.ledger = Ledger(rng, playback_max=playback_max)
         self.catchups = CatchUps(lambda m, now: self.router.take(m, now), lambda r, t: self.router.tell(r, t),
-                                 catchup_max=catchup_max)
+                                 lambda: self.ledger.next_seq - 1, catchup_max=catchup_max)
         self.router = Router(self.ledger, view, self.presence, self.catchups.noted, relay_globs,
                              self.presence.server_delivers)
         self.router.store_mentions = offline_mentions == "store"
@@ -146,6 +146,8 @@ class Engine:
 
     def _handled(self, event: AccountEvent | RoomEvent, now: float) -> list[A.Action]:
         actions = self._handle(event, now)
+        while self.rooms.just_left:  # no longer joined: its catch-up is over, or waits for the next join
+            actions += self.catchups.left(self.rooms.just_left.pop(0))
         while self.rooms.just_joined:  # joined (again): catch up from the room's archive
             room = self.rooms.just_joined.pop(0)
             joined = self.catchups.joined(room, now)
@@ -173,6 +175,8 @@ class Engine:
                 return self._room_message(event, now)
             case TimerFired("", TimerKind.PRESENCE):
                 return self.presence.due()
+            case TimerFired(room, TimerKind.CATCH_UP):
+                return self.catchups.retry(room) if self.rooms.online and self._joined(room) else []
             case ClientPresence():
                 return self._client_presence(event, now)
             case ClientText():
@@ -198,6 +202,8 @@ class Engine:
             case RelayReceived(resource, relay_id):
                 return self.ledger.received(resource, relay_id)
             case KnownMessages(room, keys):
+                if room in self.catchups.gaps:  # (a room without an archive has none)
+                    return self.catchups.known(room, keys)
                 return self.router.known(room, keys)
             case ReadUpTo(room, stanza_id):
                 return [A.FindRead(room, stanza_id)]
@@ -310,11 +316,12 @@ class Engine:
         rooms: Mapping[str, tuple[str | None, float | None, bool | None]] | None = None,
         settings: Mapping[str, ClientSettings] | None = None,
         now: float = 0.0,
+        gaps: Mapping[str, int] | None = None,
     ) -> list[Change]:
         """The state kept in the store, at start (after the last run's relays are settled).
         Returns what the ledger marks anew (to be persisted): see Ledger.restore."""
         self.router.settings.update(settings or {})
-        self.catchups.restore(rooms or {})
+        self.catchups.restore(rooms or {}, gaps)
         return self.ledger.restore(ledger, known=self.router.settings, now=now)
 
     def configure(self, *, relay_globs: Mapping[str, str], offline_status: str, catchup_max: int,

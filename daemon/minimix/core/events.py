@@ -19,6 +19,7 @@ class TimerKind(enum.Enum):
     REGAIN = "regain"
     SELF_PING = "self-ping"
     PRESENCE = "presence"  # account-level (room ""): mirror the user's presence into the rooms
+    CATCH_UP = "catch-up"  # ask a room's archive again for what a failed catch-up left owed (core.catchup)
 
 
 class PingOutcome(enum.Enum):

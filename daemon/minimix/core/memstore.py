@@ -44,6 +44,7 @@ class MemoryLedgerStore:
         self.pushed: dict[str, dict[int, str]] = {}  # client → seq → room
         self.room_cursors: dict[str, tuple[str | None, float]] = {}  # catch-up's (Logged moves them too)
         self.room_mam: dict[str, bool] = {}
+        self.room_gap: dict[str, int] = {}
 
     def apply(self, changes: Sequence[Change]) -> None:
         for change in changes:
@@ -114,6 +115,15 @@ class MemoryLedgerStore:
     def set_room_mam(self, room: str, mam: bool) -> None:
         self.room_mam[room] = mam
 
+    def set_room_gap(self, room: str, after: int | None) -> None:
+        if after is None:
+            self.room_gap.pop(room, None)
+        else:
+            self.room_gap[room] = after
+
+    def room_gaps(self) -> dict[str, int]:
+        return dict(self.room_gap)
+
     def room_states(self) -> dict[str, tuple[str | None, float | None, bool | None]]:
         rooms = {*self.room_cursors, *self.room_mam}
         return {r: (*self.room_cursors.get(r, (None, None)), self.room_mam.get(r)) for r in rooms}
@@ -131,8 +141,9 @@ class MemoryLedgerStore:
             found.append(Stored(m.seq, m.room, m.nick, m.private, m.stamp, m.body, m.subject, m.text, m.ref))
         return found, 0
 
-    def keys_since(self, room: str, since: float) -> list[str]:
-        return [m.key for m in self.log.values() if m.room == room and m.stamp >= since and m.key is not None]
+    def keys_since(self, room: str, since: float, after: int = 0) -> list[str]:
+        return [m.key for seq, m in sorted(self.log.items())
+                if m.room == room and m.stamp >= since and seq > after and m.key is not None]
 
     def prune(self, before: float) -> int:
         """Forget messages older than ``before``, but never the newest: the log's sequence

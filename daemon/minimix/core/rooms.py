@@ -59,6 +59,7 @@ class Rooms:
         self._counts: dict[RoomState, int] = dict.fromkeys(RoomState, 0)
         self._burst = 0  # rooms joined in the current mass join (logged as one line)
         self.just_joined: list[str] = []  # rooms that became JOINED; the engine drains it
+        self.just_left: list[str] = []  # rooms that were JOINED and are no longer; the same
 
     # -- inputs ------------------------------------------------------------------------
 
@@ -140,6 +141,8 @@ class Rooms:
         if room.state is RoomState.JOINED and before is not RoomState.JOINED:
             self.just_joined.append(room.jid)
             actions = self._joined(actions)
+        elif before is RoomState.JOINED and room.state is not RoomState.JOINED:
+            self.just_left.append(room.jid)
         return actions
 
     def _joined(self, actions: list[A.Action]) -> list[A.Action]:

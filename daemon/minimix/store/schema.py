@@ -110,4 +110,9 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (client, seq)
     )
     """,
+    # 10: a room whose catch-up failed: its archive still owes what came after the room's
+    # cursor, and the messages logged after this one may be among what it gives then
+    """
+    ALTER TABLE room_state ADD COLUMN gap_after INTEGER
+    """,
 ]

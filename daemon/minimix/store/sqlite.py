@@ -86,12 +86,14 @@ class Store(Database):
             found.append(Stored(row[0], row[1], row[2], bool(row[3]), *row[4:]))
         return found, 0
 
-    def keys_since(self, room: str, since: float) -> list[str]:
-        """The de-duplication keys of a room's messages logged since ``since``."""
+    def keys_since(self, room: str, since: float, after: int = 0) -> list[str]:
+        """The de-duplication keys of a room's messages logged since ``since`` and after the
+        log's message ``after``, the oldest first."""
         return [
             key
             for (key,) in self._read(
-                "SELECT key FROM message WHERE room = ? AND stamp >= ? AND key IS NOT NULL", (room, since)
+                "SELECT key FROM message WHERE room = ? AND stamp >= ? AND seq > ? AND key IS NOT NULL ORDER BY seq",
+                (room, since, after),
             )
         ]
 
@@ -131,6 +133,19 @@ class Store(Database):
     def set_room_cursor(self, room: str, stanza_id: str | None, stamp: float) -> None:
         with self._transaction(writes_only=True):
             self._exec(_ROOM_CURSOR_SQL, (room, stanza_id, stamp))
+
+    def room_gaps(self) -> dict[str, int]:
+        """The rooms whose archive still owes what came after their cursor: the log's last
+        message when that began."""
+        return dict(self._read("SELECT room, gap_after FROM room_state WHERE gap_after IS NOT NULL"))
+
+    def set_room_gap(self, room: str, after: int | None) -> None:
+        with self._transaction(writes_only=True):
+            self._exec(
+                "INSERT INTO room_state (room, gap_after) VALUES (?, ?) "
+                "ON CONFLICT (room) DO UPDATE SET gap_after = excluded.gap_after",
+                (room, after),
+            )
 
     def set_room_mam(self, room: str, mam: bool) -> None:
         with self._transaction(writes_only=True):
