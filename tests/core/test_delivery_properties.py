@@ -5,12 +5,14 @@ The engine is pure; this model plays everything around it, as the app and the se
 would, and keeps the delivery state in a real LedgerStore (the in-memory one, and the
 SQLite store the daemon runs on: the same model runs on both):
 
-- the server: each room's archive (MAM), the daemon's inbound stream (room messages and
-  self-presences, in order, while its occupant is in the room), the relays on the wire
-  (acknowledged in order, XEP-0198), which clients are online;
+- the server: each room's archive (MAM), which may fail any query (resource-constraint, a
+  timeout), the daemon's inbound stream (room messages and self-presences, in order, while
+  its occupant is in the room), the relays on the wire (acknowledged in order, XEP-0198),
+  which clients are online;
 - the app: every action carried out in order (the ledger's changes go to the store, each
   relay in flight with its place in the XEP-0198 count of its session, before it is sent),
-  catch-up answered from the archive, playback read back from the store's log;
+  catch-up answered from the archive, playback and the keys of a room's messages read back
+  from the store's log, the timers that ask a room's archive again after a failed catch-up;
 - crashes: the process dies between any two actions; the next run settles the relays that
   were in flight by the server's count of that session (Ledger.settle, as the app does)
   and restores the engine from the store.
@@ -55,6 +57,7 @@ from minimix.core.events import (
     CatchUpDone,
     ClientPresence,
     ClientText,
+    KnownMessages,
     PepBookmarksLoaded,
     PlaybackLoaded,
     RelayReceived,
@@ -64,6 +67,8 @@ from minimix.core.events import (
     SessionEstablished,
     SessionLost,
     Stored,
+    TimerFired,
+    TimerKind,
 )
 from minimix.core.ledger import Change, InFlight, Ledger, LedgerState
 from minimix.core.memstore import MemoryLedgerStore
@@ -128,6 +133,7 @@ class Delivery(RuleBasedStateMachine):
         self.in_room: set[str] = set()  # rooms where the daemon's occupant is
         self.inbound: deque = deque()  # on its way to the daemon, in order
         self.catchups: list[PendingCatchUp] = []
+        self.retries: set[str] = set()  # rooms whose archive the daemon will ask again (armed timers)
         self.wire: list[tuple[str, str, str]] = []  # (relay id, client, ref): sent, unacked
         self.to_gone: set[str] = set()  # relays on the wire when their client went offline
         self.departing: set[str] = set()  # clients gone whose going the daemon has not handled
@@ -174,7 +180,8 @@ class Delivery(RuleBasedStateMachine):
             catchup_max=UNLIMITED,
             playback_max=UNLIMITED,
         )
-        self.store.apply(engine.restore(self.store.load(), rooms=self.store.room_states(), settings=self.settings))
+        self.store.apply(engine.restore(self.store.load(), rooms=self.store.room_states(), settings=self.settings,
+                                        gaps=self.store.room_gaps()))
         return engine
 
     def handle(self, event) -> None:
@@ -198,6 +205,14 @@ class Delivery(RuleBasedStateMachine):
                     self.store.set_room_cursor(room, *cursor)
                 if mam is not None:
                     self.store.set_room_mam(room, mam)
+            case A.SaveGap(room, after):
+                self.store.set_room_gap(room, after)
+            case A.LoadKeys(room, since, after):
+                self.handle(KnownMessages(room, tuple(self.store.keys_since(room, since, after))))
+            case A.Arm(room, TimerKind.CATCH_UP):
+                self.retries.add(room)
+            case A.Disarm(room, TimerKind.CATCH_UP):
+                self.retries.discard(room)
             case A.Relay(room, deliveries, _text, ref, changes=changes):
                 wire = {}
                 if self.session:  # each relay's place in the session's count, as the app records it
@@ -275,6 +290,7 @@ class Delivery(RuleBasedStateMachine):
         self.in_room.clear()
         self.inbound.clear()
         self.catchups.clear()
+        self.retries.clear()
         self.reports.clear()
         self.engine = self.new_engine()
 
@@ -405,6 +421,8 @@ class Delivery(RuleBasedStateMachine):
             elif self.catchups:
                 pending = self.catchups.pop(0)
                 self.handle(self.answer(pending, error=not pending.alive))
+            elif self.retries:
+                self.handle(TimerFired(self.retries.pop(), TimerKind.CATCH_UP))
             elif self.reports:
                 self.handle(self.reports.popleft())
             elif self.receipts:
@@ -451,8 +469,15 @@ class Delivery(RuleBasedStateMachine):
     def archive_answers(self, data, reached):
         i = data.draw(st.integers(0, len(self.catchups) - 1), label="catch-up")
         pending = self.catchups.pop(i)
-        error = not pending.alive and data.draw(st.booleans(), label="error")
+        error = data.draw(st.booleans(), label="error")  # the archive failed, or the session is gone
         self.guarded(lambda: self.handle(self.answer(pending, error)), reached)
+
+    @precondition(lambda self: self.retries)
+    @rule(data=st.data(), reached=st.integers(0, 3))
+    def retry_timer_fires(self, data, reached):
+        room = data.draw(st.sampled_from(sorted(self.retries)), label="room")
+        self.retries.discard(room)
+        self.guarded(lambda: self.handle(TimerFired(room, TimerKind.CATCH_UP)), reached)
 
     @precondition(lambda self: self.session and self.wire)
     @rule(data=st.data())
@@ -706,3 +731,39 @@ def test_a_phone_back_while_its_stored_mention_is_on_the_wire_gets_each_message_
     model.daemon_reads(5, 0)
     model.client_presence("phone", True, 0)  # back before the server's ack of the stored one
     model.teardown()  # (each message the phone's mode selects, once)
+
+
+def away_then_back_with_a_failing_archive(room: str) -> tuple[Delivery, list[Posted]]:
+    """The daemon's session died while bob talked; back, the room's catch-up fails (the
+    archive answered an error) while bob goes on talking, live."""
+    model = Delivery()
+    model.lose_session(lost_first=True)
+    said = [model.say(room, mention=n == 1) for n in range(3)]
+    model.establish()
+    while model.inbound:  # the joins
+        model.handle(model.inbound.popleft())
+    (pending,) = [p for p in model.catchups if p.action.room == room]
+    model.catchups.remove(pending)
+    model.handle(model.answer(pending, error=True))
+    assert room in model.retries
+    said += [model.say(room, mention=n == 1) for n in range(3)]
+    model.daemon_reads(n=3, reached=0)
+    return model, said
+
+
+def test_a_failed_catch_up_is_asked_again_and_each_message_arrives_once():
+    room = ROOMS[0]
+    model, said = away_then_back_with_a_failing_archive(room)
+    model.ack(len(model.wire))
+    assert [model.received["laptop"][p.ref] for p in said] == [0, 0, 0, 1, 1, 1]  # live ones flow
+    model.teardown()  # the retry's answer has all six: the first three relayed, each once
+    assert [model.received["laptop"][p.ref] for p in said] == [1] * 6
+
+
+def test_a_gap_open_at_a_sigkill_is_caught_up_after_the_restart_each_message_once():
+    room = ROOMS[0]
+    model, said = away_then_back_with_a_failing_archive(room)
+    model.crash(reached=len(model.wire))  # SIGKILL, the relays on the wire all reached the server
+    assert model.store.room_gaps().keys() == {room}
+    model.teardown()
+    assert [model.received["laptop"][p.ref] for p in said] == [1] * 6
