@@ -31,3 +31,16 @@ def test_the_snapshot_is_synced_before_it_replaces_the_last_one(tmp_path, monkey
     assert synced == renamed and size > 0 and target == str(path)
     assert json.loads(path.read_text()) == {"status": "after"}
     assert (path.stat().st_mode & 0o777) == 0o600
+
+
+def test_a_room_whose_archive_still_owes_messages_says_so_and_when_it_is_asked_again():
+    data = {"pid": None, "account": "me@example.org", "updated": 1000.0, "status": "connected", "rooms": [
+        {"room": "owed@muc.example", "state": "joined", "nick": "me", "catchup_gap": True,
+         "catchup_retry_at": 1030.0},
+        {"room": "away@muc.example", "state": "backoff", "catchup_gap": True, "catchup_retry_at": None},
+        {"room": "fine@muc.example", "state": "joined", "nick": "me", "catchup_gap": False},
+    ]}
+    notes = {line.split()[0]: line for line in status.format_status(data, now=1000.0).splitlines() if "@" in line}
+    assert notes["owed@muc.example"].endswith("catch-up failed: the archive still owes messages, asked again in 30 s")
+    assert notes["away@muc.example"].endswith("catch-up failed: the archive still owes messages")
+    assert "archive" not in notes["fine@muc.example"]

@@ -68,6 +68,11 @@ def format_status(data: dict[str, Any], now: float | None = None) -> str:
         note = room.get("reason") or ""
         if room.get("archive") is False:
             note = "no archive (MAM): catch-up from the room's history" + (f"; {note}" if note else "")
+        if room.get("catchup_gap"):
+            owed = "catch-up failed: the archive still owes messages"
+            if room.get("catchup_retry_at"):
+                owed += f", asked again in {max(0, round(room['catchup_retry_at'] - now))} s"
+            note = owed + (f"; {note}" if note else "")
         if room.get("retry_at"):
             note = f"retry in {max(0, round(room['retry_at'] - now))} s" + (f": {note}" if note else "")
         nick = room.get("nick") or ""

@@ -54,6 +54,9 @@ class Status:
             room["archive"] = engine.catchups.mam.get(room["room"])
             room["unread"] = router.unread.get(room["room"])
             room["stored"] = pushes.get(room["room"], 0)
+            gap = engine.catchups.gaps.get(room["room"])  # the archive owes what a failed catch-up did not give
+            room["catchup_gap"] = gap is not None
+            room["catchup_retry_at"] = gap.retry_at if gap is not None else None
         data = {
             "pid": os.getpid(),
             "account": self.account,
