@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import NS, tostring, wait_until
+from harness import NS, StanzaError, tostring, wait_until
 from harness.relays import answers_to, post, relays_to, tally, texts, wait_text
 from harness.store import in_flight, query, room_state, state_dir
 from servers.prosody import lua_str
@@ -462,6 +462,92 @@ def test_a_room_that_never_answers_its_disco_info_does_not_hold_its_live_traffic
     post(user, room, ["and after"])
     wait_text(user, laptop, "and after", since=mark)
     assert texts(user, laptop, mark) == ["said while the room is silent", "and after"]
+
+
+# -- (12) an archive that fails ------------------------------------------------------------------
+
+
+def archive_fails(user, room: str, failing: bool = True) -> None:
+    """Prosody's MUC service answers the room's archive queries with <resource-constraint/>
+    from now on (a handler ahead of the archive's), or no longer (``failing=False``): bob's
+    query says which."""
+    server = user.server
+    # (rawset: the shell's own globals go with its session, and Prosody's _G is strict)
+    server.shell(
+        ">local down = rawget(_G, 'minimix_mam_down'); if not down then down = {}; "
+        "rawset(_G, 'minimix_mam_down', down); "
+        f"prosody.hosts[{lua_str(server.muc_domain)}].events.add_handler("
+        "'iq-set/bare/urn:xmpp:mam:2:query', function(e) if down[e.stanza.attr.to] then "
+        "e.origin.send(require'util.stanza'.error_reply(e.stanza, 'wait', 'resource-constraint')); "
+        "return true end end, 1000) end; "
+        f"down[{lua_str(room)}] = {'true' if failing else 'nil'}; return 'ok'"
+    )
+    ask = f"<query xmlns='{NS['mam']}'/>"
+    if not failing:
+        assert user.bob.iq(ask, room, type_="set")["type"] == "result"
+        return
+    with pytest.raises(StanzaError) as refused:
+        user.bob.iq(ask, room, type_="set")
+    assert refused.value.condition == "resource-constraint"
+
+
+def gap_after(d, room: str) -> int | None:
+    """Where the gap the daemon keeps for `room` opened (the log's last message then), or None."""
+    rows = query(d, "SELECT gap_after FROM room_state WHERE room = ?", (room,))
+    return rows[0][0] if rows else None
+
+
+def back_with_a_failing_archive(user, prefix: str) -> tuple:
+    """The daemon stopped, bob says five things, the room's archive fails; the daemon back:
+    its catch-up fails and is to be asked again, and what bob says live meanwhile reaches
+    the laptop at once.  (daemon, room, laptop, mark, since, said, live)."""
+    room = room_with_history(user, prefix)
+    laptop = user.other("laptop")
+    d = start_in_room(user, room, {"laptop": "all"})
+    wait_archive_seen(d, room)
+    said = [f"missed {i}" for i in range(1, 6)]
+    stop_and_post(user, d, room, said)
+    archive_fails(user, room)
+    mark, since = len(laptop.messages), len(d.lines)
+    d.start()
+    user.wait_joined(room, NICK)
+    d.wait_log(r"catch-up failed; asking the archive again later .*retry_in=10", since=since)
+    live = ["live while the archive fails 1", "live while the archive fails 2"]
+    post(user, room, live)
+    wait_text(user, laptop, live[-1], since=mark)
+    assert texts(user, laptop, mark) == live
+    wait_until(lambda: gap_after(d, room) is not None, message="the gap is not in the store")
+    return d, room, laptop, mark, since, said, live
+
+
+def test_a_catch_up_the_archive_failed_is_asked_again_and_each_missed_message_arrives_once(user):
+    """The room's archive answered the catch-up after a restart with an error: what bob
+    said while the daemon was stopped was lost for good (the live messages moved the
+    cursor past it).  Now the archive is asked again, 10 s later, and what came live
+    meanwhile is not relayed twice."""
+    d, room, laptop, mark, since, said, live = back_with_a_failing_archive(user, "flaky")
+    wait_until(lambda: "catch-up failed: the archive still owes messages" in minimix_status(d)[1],
+               message=lambda: minimix_status(d)[1])
+    archive_fails(user, room, failing=False)
+    d.wait_log(r"caught up .*messages=7 .*gap=closed", since=since, timeout=120)  # 5 missed, 2 known
+    post(user, room, ["after the archive is back"])
+    wait_text(user, laptop, "after the archive is back", since=mark)
+    assert texts(user, laptop, mark) == [*live, *said, "after the archive is back"]
+    assert gap_after(d, room) is None
+
+
+def test_a_gap_open_at_a_sigkill_is_caught_up_after_the_restart_each_message_once(user):
+    d, room, laptop, mark, _, said, live = back_with_a_failing_archive(user, "flaky")
+    wait_settled(d)
+    assert d.kill() < 0
+    archive_fails(user, room, failing=False)
+    since = len(d.lines)
+    d.start()
+    d.wait_log(r"caught up .*gap=closed", since=since, timeout=60)
+    post(user, room, ["after the restart"])
+    wait_text(user, laptop, "after the restart", since=mark)
+    assert texts(user, laptop, mark) == [*live, *said, "after the restart"]
+    assert gap_after(d, room) is None
 
 
 # -- (11) what the daemon keeps is bounded ----------------------------------------------------
