@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 
 from minimix.core import actions as A
+from minimix.core import catchup
 from minimix.core.catchup import HELD_MAX, RETRY_S
 from minimix.core.engine import Engine
 from minimix.core.events import (
@@ -159,6 +160,41 @@ def test_a_live_message_past_the_archive_s_answer_is_the_cursor():
     d(live("l1"), NOW + 23)  # said after the archive was read
     d(CatchUpDone(ROOM, (), mam=True, streamed=1, token=again.token), NOW + 24)
     assert d.cursor == ("l1", NOW + 23)
+
+
+def retried_after_live(n: int) -> tuple[Daemon, A.CatchUp]:
+    """catchup_max 2; a catch-up failed, `n` live messages came ("l0"…), the retry asked."""
+    d = warm()
+    d.engine.catchups.catchup_max = 2
+    failed(d, NOW + 10)
+    for i in range(n):
+        d(live(f"l{i}"), NOW + 12 + i)
+    (again,) = of(d(RETRY, NOW + 21), A.CatchUp)
+    return d, again
+
+
+def test_what_came_live_during_a_gap_does_not_crowd_the_gap_out_of_the_retry():
+    """The archive's answer is its newest `catchup_max` after the cursor: what came live
+    since the gap opened is among them, and would leave no room for what the gap owes."""
+    d, again = retried_after_live(3)
+    assert again.limit == 2 + 3  # room for the three that come again
+    answer = tuple(archived(n, NOW + i) for i, n in enumerate(("g2", "g3", "l0", "l1", "l2"), start=3))
+    done = d(CatchUpDone(ROOM, answer, more=1, mam=True, token=again.token), NOW + 22)
+    assert relayed_texts(done) == texts("g2", "g3")
+    assert [r.text for r in of(done, A.Reply)] == [f"[r1] 1 more messages in {ROOM} not shown"]
+    assert d.cursor == ("l2", NOW + 7)
+
+
+def test_a_gap_that_saw_more_live_messages_than_a_retry_reads_asks_for_the_newest_as_ever(monkeypatch):
+    """More came live than a retry makes room for: what the gap owes is out of reach (the
+    notice counts it), and the newest are what came live, each known, none taken twice."""
+    monkeypatch.setattr(catchup, "GAP_KEYS_MAX", 3)
+    d, again = retried_after_live(4)
+    assert again.limit == 2
+    answer = tuple(archived(n, NOW + i) for i, n in enumerate(("l2", "l3"), start=14))
+    done = d(CatchUpDone(ROOM, answer, more=3, mam=True, token=again.token), NOW + 22)
+    assert relayed_texts(done) == []
+    assert [r.text for r in of(done, A.Reply)] == [f"[r1] 3 more messages in {ROOM} not shown"]
 
 
 def test_the_retries_back_off_to_a_bound_and_go_on():

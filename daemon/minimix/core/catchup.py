@@ -31,9 +31,11 @@ Take = Callable[[RoomMessage, float], list[A.Action]]
 HELD_MAX = 1_000
 # After a failed catch-up the archive is asked again after these waits, then every last one.
 RETRY_S = (10.0, 30.0, 120.0, 300.0, 900.0)
-# The keys of what the log has had since a gap opened, kept to take nothing twice from the
-# archive's answer: the newest this many (a day of a very busy room).
-GAP_KEYS_MAX = 50_000
+# What came live since a gap opened is among the newest of the archive's answer for it: the
+# retry asks for as many more messages, so that they do not crowd out what the gap owes, and
+# knows their keys, to take none twice; up to this many (beyond, what the gap owes is out of
+# reach: the notice counts it).  A bound on the keys kept and on the messages read at once.
+GAP_KEYS_MAX = 5_000
 
 Position = tuple[str | None, float]  # a room's cursor: (archive id or None, time)
 
@@ -48,6 +50,7 @@ class Gap:
     ahead: Position | None = None  # the newest live message taken meanwhile, past the answer's end
     answered: Position | None = None  # the last message of the archive's current answer
     known: frozenset[str] = frozenset()  # the keys of what the log has had since it opened
+    asking: int | None = None  # the token of the catch-up that waits for those keys
 
 
 def room_label(room: str) -> str:
@@ -111,15 +114,15 @@ class CatchUps:
         return self._ask(room, self.cursor.get(room))
 
     def _ask(self, room: str, cursor: Position | None) -> list[A.Action]:
-        """The CatchUp from ``cursor``; with a gap open, the keys of what the log has had
-        since it opened first (what came live meanwhile is in the archive's answer too)."""
+        """The CatchUp from ``cursor``; with a gap open, once the keys of what the log has had
+        since it opened are back (:meth:`known`: what came live meanwhile is in the archive's
+        answer too)."""
         self.count += 1
         self.tokens[room] = self.count
-        actions: list[A.Action] = []
         if (gap := self.gaps.get(room)) is not None:
-            gap.answered = None
-            actions.append(A.LoadKeys(room, 0.0, after=gap.after_seq))  # (comes back as known)
-        return [*actions, A.CatchUp(room, cursor, self.catchup_max, self.count)]
+            gap.answered, gap.asking = None, self.count
+            return [A.LoadKeys(room, 0.0, after=gap.after_seq)]
+        return [A.CatchUp(room, cursor, self.catchup_max, self.count)]
 
     def left(self, room: str) -> list[A.Action]:
         """The room is no longer joined: its catch-up's answer is stale (the archive still has
@@ -223,11 +226,16 @@ class CatchUps:
             gap.answered = (last.stanza_id, said_at(last, now))
 
     def known(self, room: str, keys: tuple[str, ...]) -> list[A.Action]:
-        """The keys of what the log has had since the room's gap opened (read back before the
-        archive is asked again): what came live meanwhile is in its answer too.  The router
-        knows the last few hundred of a room's; these may be many more."""
-        self.gaps[room].known = frozenset(keys[-GAP_KEYS_MAX:])
-        return []
+        """The keys of what the log has had since the room's gap opened, the oldest first
+        (read back before the archive is asked again): what came live meanwhile is in its
+        answer too.  The router knows the last few hundred of a room's; these may be more."""
+        gap = self.gaps[room]
+        gap.known = frozenset(keys[-GAP_KEYS_MAX:])
+        token, gap.asking = gap.asking, None
+        if token is None or self.tokens.get(room) != token:
+            return []  # (no catch-up waits for them)
+        room_for = len(keys) if len(keys) <= GAP_KEYS_MAX else 0
+        return [A.CatchUp(room, self.cursor.get(room), self.catchup_max + room_for, token)]
 
     def _new(self, room: str, messages: Sequence[RoomMessage]) -> Sequence[RoomMessage]:
         gap = self.gaps.get(room)
