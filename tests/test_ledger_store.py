@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from minimix.core.ledger import (
+from minimix.core.ledger_records import (
     Acked,
     AnswersReceipts,
     Away,

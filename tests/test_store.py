@@ -5,7 +5,7 @@ import sqlite3
 
 import pytest
 
-from minimix.core.ledger import CursorMoved, Flight, InFlight, LedgerState, Settled
+from minimix.core.ledger_records import CursorMoved, Flight, InFlight, LedgerState, Settled
 from minimix.core.relay import ClientSettings, Mode
 from minimix.store import FILENAME, Store
 
@@ -79,7 +79,7 @@ def test_changes_rolled_back_with_their_group_are_not_kept(tmp_path):
 KILLED_RUN = """
 import os, signal, sys
 sys.path.insert(0, {daemon!r})
-from minimix.core.ledger import CursorMoved, InFlight, Logged
+from minimix.core.ledger_records import CursorMoved, InFlight, Logged
 from minimix.store import Store
 store = Store({path!r})
 with store.grouped(journaled=True):

@@ -8,7 +8,7 @@ import time
 import xml.etree.ElementTree as ET
 from xml.sax.saxutils import escape
 
-from minimix.core.ledger import (
+from minimix.core.ledger_records import (
     AnswersReceipts,
     Away,
     ClientsForgotten,

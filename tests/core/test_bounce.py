@@ -18,7 +18,7 @@ from minimix.core.events import (
     SelfAvailable,
     SessionEstablished,
 )
-from minimix.core.ledger import CursorMoved, Settled
+from minimix.core.ledger_records import CursorMoved, Settled
 from minimix.core.types import RawItem, Source
 
 ROOM = "r1@muc.example"

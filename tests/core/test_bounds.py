@@ -13,7 +13,7 @@ from minimix.core.events import (
     RelaysAcked,
     RoomMessage,
 )
-from minimix.core.ledger import ClientsForgotten, CursorMoved, CursorsForgotten, Logged
+from minimix.core.ledger_records import ClientsForgotten, CursorMoved, CursorsForgotten, Logged
 
 from .test_bounce import NOW, ROOM, joined_engine, of
 from .test_catch_up_pages import archived, rejoined, relayed_texts

@@ -25,7 +25,7 @@ from minimix.core.events import (
     TimerFired,
     TimerKind,
 )
-from minimix.core.ledger import Change, Logged
+from minimix.core.ledger_records import Change, Logged
 from minimix.core.memstore import MemoryLedgerStore
 from minimix.core.types import RawItem, Source
 

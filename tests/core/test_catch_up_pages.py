@@ -13,7 +13,7 @@ from minimix.core.events import (
     SessionEstablished,
     SessionLost,
 )
-from minimix.core.ledger import Logged
+from minimix.core.ledger_records import Logged
 
 from .test_bounce import NOW, ROOM, joined_engine, of
 

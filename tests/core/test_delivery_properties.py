@@ -70,7 +70,8 @@ from minimix.core.events import (
     TimerFired,
     TimerKind,
 )
-from minimix.core.ledger import Change, InFlight, Ledger, LedgerState
+from minimix.core.ledger import Ledger
+from minimix.core.ledger_records import Change, InFlight, LedgerState
 from minimix.core.memstore import MemoryLedgerStore
 from minimix.core.types import RawItem, Source
 from minimix.store import Store

@@ -4,13 +4,13 @@ test_bounce.py, test_playback.py and the Hypothesis model, test_delivery_propert
 import random
 from dataclasses import replace
 
-from minimix.core.ledger import (
+from minimix.core.ledger import Ledger
+from minimix.core.ledger_records import (
     Acked,
     Away,
     CursorMoved,
     Flight,
     InFlight,
-    Ledger,
     LedgerState,
     Settled,
     reached_server,

@@ -20,7 +20,7 @@ from minimix.core.events import (
     SessionEstablished,
     Stored,
 )
-from minimix.core.ledger import Away, LedgerState
+from minimix.core.ledger_records import Away, LedgerState
 from minimix.core.types import RawItem, Source
 
 A_ROOM, B_ROOM = "a@muc.example", "b@muc.example"

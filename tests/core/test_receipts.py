@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from minimix.core import actions as A
 from minimix.core.events import ClientPresence, RelayReceived, RelaysAcked, SessionLost
-from minimix.core.ledger import Acked, AnswersReceipts, CursorMoved, Settled
+from minimix.core.ledger_records import Acked, AnswersReceipts, CursorMoved, Settled
 
 from .test_bounce import NOW, ROOM, joined_engine, of, say
 

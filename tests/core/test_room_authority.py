@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from minimix.core import actions as A
 from minimix.core.events import CatchUpDone, RoomMessage
-from minimix.core.ledger import Logged
+from minimix.core.ledger_records import Logged
 
 from .test_bounce import NOW, ROOM, joined_engine, of
 from .test_catch_up_pages import rejoined

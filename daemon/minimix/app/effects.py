@@ -16,7 +16,7 @@ import structlog
 from minimix import logging as minimix_logging
 from minimix.core import actions as A
 from minimix.core.events import KnownMessages, PlaybackLoaded, ReadAt, TimerFired
-from minimix.core.ledger import Change, InFlight
+from minimix.core.ledger_records import Change, InFlight
 from minimix.store import Store
 from minimix.timers import Timers
 from minimix.xmpp.session import Session

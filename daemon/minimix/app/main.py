@@ -42,7 +42,8 @@ from minimix.core.events import (
     SessionEstablished,
     SessionLost,
 )
-from minimix.core.ledger import Ledger, reached_server
+from minimix.core.ledger import Ledger
+from minimix.core.ledger_records import reached_server
 from minimix.core.policy import RoomPolicy
 from minimix.core.room import RoomState
 from minimix.sdnotify import Notifier

@@ -121,7 +121,7 @@ class Relay(Action):
     private: bool = False
     seq: int | None = None  # its place in the message log (None: not logged)
     stamp: float | None = None  # the original's time, for the <delay/>
-    # The ledger's changes (core.ledger.Change) that must be on record before it goes out:
+    # The ledger's changes (core.ledger_records.Change) that must be on record before it goes out:
     # the relays in flight, a client's first cursor in the room.  The edge adds where each
     # relay stands on the wire.
     changes: tuple[Action, ...] = ()

@@ -56,7 +56,8 @@ from minimix.core.events import (
     TimerKind,
     Unwanted,
 )
-from minimix.core.ledger import Change, Ledger, LedgerState
+from minimix.core.ledger import Ledger
+from minimix.core.ledger_records import Change, LedgerState
 from minimix.core.occupants import Occupant, Occupants
 from minimix.core.policy import RoomPolicy
 from minimix.core.presence import Presence

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from minimix.core.events import Stored
-from minimix.core.ledger import (
+from minimix.core.ledger_records import (
     Acked,
     AnswersReceipts,
     Away,

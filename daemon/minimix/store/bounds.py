@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import replace
 from xml.sax.saxutils import escape, quoteattr
 
-from minimix.core.ledger import Logged
+from minimix.core.ledger_records import Logged
 
 # What the log keeps of one message, at most: its original (as a playback forwards it) and
 # its body, subject and fallback text.  An occupant's message may be as large as his

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from minimix.core.events import Stored
-from minimix.core.ledger import (
+from minimix.core.ledger_records import (
     Acked,
     AnswersReceipts,
     Away,
