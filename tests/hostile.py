@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from minimix.xmpp import compat
 from minimix.xmpp import session as S
+from minimix.xmpp.account import Account
 
 ME = "me@example.org"
 DAEMON = f"{ME}/minimix"
@@ -104,7 +105,7 @@ async def daemon(rooms: Callable[[], list[str]] = list) -> Daemon:
         for listener in listeners:
             listener(event)
 
-    account = S.Account(aioxmpp.JID.fromstr(DAEMON), "pw")
+    account = Account(aioxmpp.JID.fromstr(DAEMON), "pw")
     session = S.Session(account, post, reconnect_delay=lambda attempt: 1.0, rooms=rooms, on_received=lambda: None)
     with mock.patch.object(compat.MinimixClient, "start", lambda self: None):
         session.start()  # everything but connecting
@@ -125,7 +126,7 @@ async def daemon(rooms: Callable[[], list[str]] = list) -> Daemon:
     stream._sm_unacked_list = []
     stream.start(xmlstream)
     client.established_event.set()
-    session._nicks[ROOM] = "me"  # joined: its groupchat messages take compat 15's route
+    session.muc.nicks[ROOM] = "me"  # joined: the router reads its groupchat messages
     d = Daemon(session, xmlstream, wire, events, listeners)
     await d.turns(1)  # the stanza loop runs
     return d

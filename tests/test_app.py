@@ -13,7 +13,7 @@ from minimix.app.effects import Effects
 from minimix.app.events import Shutdown, Wake, WatchdogDue
 from minimix.app.main import App
 from minimix.config import load_config
-from minimix.xmpp.session import RoomActivity
+from minimix.xmpp.events import RoomActivity
 
 
 class Recorder:

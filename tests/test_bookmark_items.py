@@ -7,7 +7,7 @@ import pytest
 
 import minimix.xmpp  # noqa: F401  (patches and XSOs)
 from minimix.core.bookmarks import Bookmark, Rejected, validate
-from minimix.xmpp.session import raw_pep_item
+from minimix.xmpp.bookmarks import raw_pep_item
 from minimix.xmpp.xso import Conference
 
 ROOM = "room@muc.example"

@@ -10,8 +10,10 @@ from types import SimpleNamespace
 import aioxmpp
 
 from minimix.core.events import PepBookmarkPublished, PepBookmarksLoaded
-from minimix.xmpp import session as S
-from minimix.xmpp.xso import Conference
+from minimix.xmpp.account import Account
+from minimix.xmpp.bookmarks import FETCH_AGAIN_MAX, Bookmarks
+from minimix.xmpp.link import Link
+from minimix.xmpp.xso import NS_BOOKMARKS, NS_BOOKMARKS_COMPAT, Conference
 
 OWN = aioxmpp.JID.fromstr("alice@example.org")
 
@@ -30,33 +32,31 @@ class FakePubSub:
     """The server's answers; during the first fetch another client adds a bookmark and
     its push reaches the session before the (stale) answer is handled."""
 
-    def __init__(self, session: S.Session, pushes: int) -> None:
-        self.session, self.pushes, self.fetches = session, pushes, 0
+    def __init__(self, pushes: int) -> None:
+        self.bookmarks: Bookmarks | None = None
+        self.pushes, self.fetches = pushes, 0
 
     async def get_items(self, jid, node):
-        if node != S.NS_BOOKMARKS:  # the read markers (xmpp.phones): none
+        if node != NS_BOOKMARKS:  # the read markers (xmpp.phones): none
             raise aioxmpp.errors.XMPPCancelError(aioxmpp.ErrorCondition.ITEM_NOT_FOUND)
         self.fetches += 1
         if self.fetches <= self.pushes:  # the list as it was, and a push meanwhile
-            self.session._on_item_published(OWN, S.NS_BOOKMARKS, item(f"new{self.fetches}@muc"))
+            self.bookmarks.on_published(OWN, NS_BOOKMARKS, item(f"new{self.fetches}@muc"))
             return answer("old@muc")
         return answer("old@muc", *(f"new{n}@muc" for n in range(1, self.pushes + 1)))
 
 
 class FakeDisco:
     async def query_info(self, jid, require_fresh=False):
-        return SimpleNamespace(features=[S.NS_BOOKMARKS_COMPAT])
+        return SimpleNamespace(features=[NS_BOOKMARKS_COMPAT])
 
 
 def fetch(pushes: int) -> tuple[list[object], FakePubSub]:
     posted: list[object] = []
-    account = S.Account(aioxmpp.JID.fromstr("alice@example.org/minimix"), "pw")
-    session = S.Session(account, posted.append, reconnect_delay=lambda attempt: 1.0)
-    session.client = object()
-    session.own = OWN
-    pubsub = session._pubsub = FakePubSub(session, pushes)
-    session._disco_client = FakeDisco()
-    asyncio.run(session._fetch_bookmarks())
+    link = Link(Account(aioxmpp.JID.fromstr("alice@example.org/minimix"), "pw"), posted.append)
+    pubsub = FakePubSub(pushes)
+    pubsub.bookmarks = bookmarks = Bookmarks(link, pubsub, None, FakeDisco())  # type: ignore[arg-type]
+    asyncio.run(bookmarks.fetched())
     return posted, pubsub
 
 
@@ -79,5 +79,5 @@ def test_a_quiet_fetch_is_fetched_once():
 
 def test_endless_changes_still_end_in_a_list():
     posted, pubsub = fetch(pushes=100)
-    assert pubsub.fetches == S.FETCH_AGAIN_MAX + 1
+    assert pubsub.fetches == FETCH_AGAIN_MAX + 1
     assert len(loaded(posted)) == 1

@@ -45,7 +45,7 @@ from minimix.core.events import (
     SelfAvailable,
     SessionEstablished,
 )
-from minimix.xmpp import session as S
+from minimix.xmpp.events import RoomActivity
 
 NOW = 1_800_000_000.0
 # The least a common server takes from a client by default: ejabberd's older configurations
@@ -80,7 +80,7 @@ class Writers:
             self.handle(event)
 
     def handle(self, event: object) -> None:
-        if not isinstance(event, S.RoomActivity):  # the session's own: for the app only
+        if not isinstance(event, RoomActivity):  # the session's own: for the app only
             self.execute(self.engine.handle(event, NOW))  # type: ignore[arg-type]
 
     def execute(self, actions: list[A.Action]) -> None:
@@ -88,21 +88,21 @@ class Writers:
         for action in actions:
             match action:
                 case A.Relay():
-                    session.relay(action)
+                    session.delivery.relay(action)
                 case A.Reply(resource, text, token) if token is None:
-                    session.reply(resource, text)
+                    session.delivery.reply(resource, text)
                 case A.Reply(text=text, token=asyncio.Future() as answer) if not answer.done():  # ad-hoc
                     answer.set_result(text)
                 case A.SendToRoom():
-                    session.send_to_room(action)
+                    session.muc.send_to_room(action)
                 case A.MirrorPresence(show, status):
-                    session.mirror_presence(show, status, [(ROOM, "me")])
+                    session.muc.mirror_presence(show, status, [(ROOM, "me")])
                 case A.Join(room, nick, password):
-                    session.join(room, nick, password)
+                    session.muc.join(room, nick, password)
                 case A.Leave(room, nick, status):
-                    session.leave(room, nick, status)
+                    session.muc.leave(room, nick, status)
                 case A.ChangeNick(room, nick):
-                    session.change_nick(room, nick)
+                    session.muc.change_nick(room, nick)
 
 
 def stanza_sizes(data: bytes) -> list[int]:
@@ -233,13 +233,13 @@ def test_each_writer_handed_anything_writes_xml_the_server_takes(body, ref_text,
         session = d.session
         original = f"<message xmlns='jabber:client' from='{ROOM}/bob' type='groupchat' id='o'><body>{text(ref_text)}</body></message>"
         with errors_logged() as errors:
-            session.relay(A.Relay(ROOM, (("phone", ident), ("laptop", "r2")), body, original, stamp=stamp))
-            session.reply("phone", body)
+            session.delivery.relay(A.Relay(ROOM, (("phone", ident), ("laptop", "r2")), body, original, stamp=stamp))
+            session.delivery.reply("phone", body)
             if len(body) < 10_000:  # say's text came in a bigger stanza, from the user's client
-                session.send_to_room(A.SendToRoom(ROOM, body, ident))
-                session.send_to_room(A.SendToRoom(ROOM, body, ident, nick, (f"{ROOM}/{nick}", ident)))
-            session.mirror_presence("away", status, [(ROOM, "me"), (ROOM, nick)])
-            session.leave(ROOM, nick, status)
+                session.muc.send_to_room(A.SendToRoom(ROOM, body, ident))
+                session.muc.send_to_room(A.SendToRoom(ROOM, body, ident, nick, (f"{ROOM}/{nick}", ident)))
+            session.muc.mirror_presence("away", status, [(ROOM, "me"), (ROOM, nick)])
+            session.muc.leave(ROOM, nick, status)
             # an ad-hoc command's answer: the core's text, whatever it is
             d.listeners.append(lambda event: isinstance(event, ClientCommand) and event.token.set_result(body))
             await settle(d)
@@ -308,7 +308,7 @@ def test_a_logged_original_that_is_not_xml_goes_as_its_text_alone():
 
     async def run() -> list:
         d = await daemon()
-        d.session.relay(A.Relay(ROOM, (("phone", "r1"),), "[room] bob: hi", broken, seq=7))
+        d.session.delivery.relay(A.Relay(ROOM, (("phone", "r1"),), "[room] bob: hi", broken, seq=7))
         await settle(d)
         check_written(d)
         return [s for s in written_stanzas(d.wire) if s.tag == "{jabber:client}message"]
@@ -319,7 +319,7 @@ def test_a_logged_original_that_is_not_xml_goes_as_its_text_alone():
 
 
 def test_a_stanza_that_cannot_be_written_costs_itself_not_the_batch_nor_the_stream():
-    """Written in one go with others (compat 9, 12), a stanza whose serialisation raises (a
+    """Written in one go with others (a burst, corked: fastpath.writes), a stanza whose serialisation raises (a
     C0 control in a body) is not written, and neither are half of it; the rest go out."""
     import aioxmpp
 

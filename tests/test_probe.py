@@ -16,6 +16,7 @@ import pytest
 from minimix.store import AckMark
 from minimix.xmpp import compat
 from minimix.xmpp import session as S
+from minimix.xmpp.account import Account
 
 
 class FakeXMLStream:
@@ -37,7 +38,7 @@ def probe(monkeypatch, answer) -> tuple[int | None, FakeXMLStream]:
 
     monkeypatch.setattr(aioxmpp.node, "_try_options", try_options)
     monkeypatch.setattr(aioxmpp.protocol, "send_and_wait_for", send_and_wait_for)
-    account = S.Account(aioxmpp.JID.fromstr("alice@example.org/minimix"), "pw", host="127.0.0.1")
+    account = Account(aioxmpp.JID.fromstr("alice@example.org/minimix"), "pw", host="127.0.0.1")
     session = S.Session(account, lambda event: None, reconnect_delay=lambda attempt: 1.0)
     return asyncio.run(session.probe_previous_session("previd", 17, timeout=5)), stream
 
@@ -70,14 +71,14 @@ async def _until(predicate, timeout: float = 20.0) -> None:
 @pytest.mark.parametrize("quoted", ["marked", "saved"])
 def test_the_probe_gets_the_count_of_a_killed_session(server, tmp_path, quoted):
     """The previous run's session died without a goodbye (SIGKILL).  The probe quotes the
-    count it last acknowledged (compat 14 records it before each <a/>), and the server says
+    count it last acknowledged (the ack_mark hook records it before each <a/>), and the server says
     how many of that session's stanzas it had.  Quoting a count saved earlier (as the relays
     are saved, before what arrived after them was acknowledged) gets nothing from Prosody:
     it refuses the resumption and closes the stream without a count."""
     compat.apply()
     account = server.new_account()
     jid = aioxmpp.JID.fromstr(f"{account.jid}/minimix")
-    acc = S.Account(jid, account.password, host=server.host, port=server.port, ca_file=str(server.ca_file))
+    acc = Account(jid, account.password, host=server.host, port=server.port, ca_file=str(server.ca_file))
     mark = AckMark(tmp_path / "sm-acked")
 
     async def main():

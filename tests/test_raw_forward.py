@@ -10,6 +10,9 @@ import lxml.etree
 import lxml.sax
 
 import minimix.xmpp  # noqa: F401  (patches and XSOs)
+from minimix.xmpp.account import Account
+from minimix.xmpp.delivery import Delivery
+from minimix.xmpp.link import Link
 from minimix.xmpp.xso import NS_FORWARD, ClientMessage
 
 ORIGINAL = (
@@ -77,20 +80,23 @@ def test_raw_forward_reaches_other_sax_consumers_as_an_element():
     assert forwarded.find("{jabber:client}message/{jabber:client}body").text == "a <b> & ünï"
 
 
-# -- the relay as Session.relay builds it --------------------------------------------------
+# -- the relay as Delivery.relay builds it --------------------------------------------------
+
+
+def delivery() -> tuple[Delivery, list]:
+    """The daemon's Delivery, what it enqueues captured instead of sent."""
+    link = Link(Account(aioxmpp.JID.fromstr("me@example/minimix"), "pw"), lambda event: None)
+    sent: list = []
+    link.enqueue = lambda stanza, on_state_change=None: sent.append(stanza)
+    return Delivery(link), sent
 
 
 def built_relay(text: str) -> aioxmpp.Message:
-    """The relay Session.relay enqueues (to one client), captured instead of sent."""
+    """The relay Delivery.relay enqueues (to one client)."""
     from minimix.core import actions as A
-    from minimix.xmpp import session as S
 
-    account = S.Account(aioxmpp.JID.fromstr("me@example/minimix"), "pw")
-    session = S.Session(account, lambda event: None, reconnect_delay=lambda attempt: 1.0)
-    session.own = account.jid
-    sent: list[aioxmpp.Message] = []
-    session._enqueue = lambda stanza, on_state_change=None: sent.append(stanza)
-    session.relay(A.Relay("room@muc.example", (("phone", "relay-1"),), text, ORIGINAL, stamp=1801402800.0))
+    writer, sent = delivery()
+    writer.relay(A.Relay("room@muc.example", (("phone", "relay-1"),), text, ORIGINAL, stamp=1801402800.0))
     (message,) = sent
     return message
 
@@ -128,14 +134,8 @@ def test_a_relay_says_what_the_xso_built_relay_said():
 
 
 def test_a_reply_to_a_client_is_private_unarchived_and_escaped():
-    from minimix.xmpp import session as S
-
-    account = S.Account(aioxmpp.JID.fromstr("me@example/minimix"), "pw")
-    session = S.Session(account, lambda event: None, reconnect_delay=lambda attempt: 1.0)
-    session.own = account.jid
-    sent: list[aioxmpp.Message] = []
-    session._enqueue = lambda stanza, on_state_change=None: sent.append(stanza)
-    session.reply("phone", "rooms: a<b & c\x00")
+    writer, sent = delivery()
+    writer.reply("phone", "rooms: a<b & c\x00")
     root = lxml.etree.fromstring(on_the_wire(sent[0]))[0]
     assert root.get("to") == "me@example/phone" and root.get("type") == "chat"
     assert root.findtext("{jabber:client}body") == "rooms: a<b & c"

@@ -424,7 +424,7 @@ def test_a_stamp_from_the_future_does_not_empty_the_history_of_a_room_without_ar
 
 # -- (10) nothing waits for ever --------------------------------------------------------------
 
-ROOM_QUERY_TIMEOUT_S = 30.0  # minimix.xmpp.session's
+ROOM_QUERY_TIMEOUT_S = 30.0  # minimix.xmpp.link's
 
 
 def silence_disco_info(server, room: str) -> None:

@@ -36,25 +36,25 @@ class Effects:
             A.Note: self.note,
             A.Join: self.join,
             A.LoadKeys: self.load_keys,
-            A.Leave: lambda a: session.leave(a.room, a.nick, a.status),
-            A.ChangeNick: lambda a: session.change_nick(a.room, a.nick),
-            A.SelfPing: lambda a: session.self_ping(a.room, a.nick, SELF_PING_TIMEOUT_S),
-            A.QueryReservedNick: lambda a: session.query_reserved_nick(a.room),
-            A.DestroyRoom: lambda a: session.destroy_room(a.room, a.reason),
+            A.Leave: lambda a: session.muc.leave(a.room, a.nick, a.status),
+            A.ChangeNick: lambda a: session.muc.change_nick(a.room, a.nick),
+            A.SelfPing: lambda a: session.muc.self_ping(a.room, a.nick, SELF_PING_TIMEOUT_S),
+            A.QueryReservedNick: lambda a: session.muc.query_reserved_nick(a.room),
+            A.DestroyRoom: lambda a: session.muc.destroy_room(a.room, a.reason),
             A.Arm: lambda a: timers.arm(f"{a.kind.value}:{a.room}", a.at, TimerFired(a.room, a.kind)),
             A.Disarm: lambda a: timers.disarm(f"{a.kind.value}:{a.room}"),
             A.WriteBookmark: self.write_bookmark,
             A.Relay: self.relay,
-            A.Store: lambda a: session.store(a),
+            A.Store: lambda a: session.delivery.store(a),
             A.FindRead: self.find_read,
             A.SaveRoom: self.save_room,
             A.SaveGap: lambda a: store.set_room_gap(a.room, a.after),
-            A.CatchUp: lambda a: session.catch_up(a.room, a.after, a.limit, a.token),
+            A.CatchUp: lambda a: session.catchups.catch_up(a.room, a.after, a.limit, a.token),
             A.LoadPlayback: self.load_playback,
             A.Reply: self.reply,
-            A.SendToRoom: lambda a: session.send_to_room(a),
+            A.SendToRoom: lambda a: session.muc.send_to_room(a),
             A.SaveClient: self.save_client,
-            A.MirrorPresence: lambda a: session.mirror_presence(a.show, a.status, list(a.rooms)),
+            A.MirrorPresence: lambda a: session.muc.mirror_presence(a.show, a.status, list(a.rooms)),
         }
 
     def run(self, actions: list[A.Action]) -> None:
@@ -73,28 +73,28 @@ class Effects:
     def join(self, a: A.Join) -> None:
         if a.password:
             minimix_logging.add_secret(a.password)
-        self.session.join(a.room, a.nick, a.password, a.history_since)
+        self.session.muc.join(a.room, a.nick, a.password, a.history_since)
 
     def load_keys(self, a: A.LoadKeys) -> None:
         self.feed(KnownMessages(a.room, tuple(self.store.keys_since(a.room, a.since, a.after))))
 
     def write_bookmark(self, a: A.WriteBookmark) -> None:
-        self.session.change_bookmark(a.bookmark, a.room, autojoin=a.autojoin, nick=a.nick, venue=a.venue,
-                                     reason=a.reason)
+        self.session.bookmarks.change(a.bookmark, a.room, autojoin=a.autojoin, nick=a.nick, venue=a.venue,
+                                      reason=a.reason)
 
     def relay(self, a: A.Relay) -> None:
         """On record before it goes out (see Router.take for the order and why): the
         ledger's changes, each relay in flight with its place in the XEP-0198 count of the
         session it goes out on (the edge knows it), and that session's inbound count."""
         if a.changes:
-            sm_id, positions, inbound = self.session.next_sm_positions(len(a.deliveries))
+            sm_id, positions, inbound = self.session.delivery.next_sm_positions(len(a.deliveries))
             wire = {relay_id: (sm_id, n) for (_, relay_id), n in zip(a.deliveries, positions, strict=True)
                     if sm_id is not None and n is not None}
             self.store.apply([dataclasses.replace(c, wire=wire.get(c.relay_id)) if isinstance(c, InFlight) else c
                               for c in a.changes])
             if sm_id is not None and inbound is not None:
                 self.store.record_stream(sm_id, inbound)
-        self.session.relay(a)
+        self.session.delivery.relay(a)
 
     def save_room(self, a: A.SaveRoom) -> None:
         if a.cursor is not None:
@@ -115,7 +115,7 @@ class Effects:
             if not a.token.done():
                 a.token.set_result(a.text)
         else:
-            self.session.reply(a.resource, a.text)
+            self.session.delivery.reply(a.resource, a.text)
 
     def save_client(self, a: A.SaveClient) -> None:
         self.store.save_client(a.resource, a.settings)  # type: ignore[arg-type]

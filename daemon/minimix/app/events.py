@@ -1,5 +1,5 @@
 """The app's own events: what signals and the app's timers post to the loop (the core's
-are in core.events; the session's connection events in xmpp.session)."""
+are in core.events; the edge's own in xmpp.events)."""
 
 from __future__ import annotations
 

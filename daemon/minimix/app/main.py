@@ -50,19 +50,19 @@ from minimix.sdnotify import Notifier
 from minimix.store import ACK_MARK_FILENAME, AckMark, Store, StoreError, store_error
 from minimix.store import FILENAME as STORE_FILENAME
 from minimix.timers import Timers, TimersDue
-from minimix.xmpp.session import (
-    Account,
+from minimix.xmpp.account import Account
+from minimix.xmpp.bookmarks import address_check
+from minimix.xmpp.events import (
     BookmarkPush,
     CapsQueried,
     ClientStopped,
     ConnectFailed,
     LoginFailed,
     RoomActivity,
-    Session,
     StreamResumed,
     StreamSuspended,
-    address_check,
 )
+from minimix.xmpp.session import Session
 
 log = structlog.get_logger("minimix")
 
@@ -412,7 +412,7 @@ class App:
             case ResyncDue(reason):
                 if self.session is not None and self.session.online and not self.stopping:
                     log.debug("bookmark resync", reason=reason)
-                    self.session.fetch_bookmarks()
+                    self.session.bookmarks.fetch()
             case BookmarkPush(complete):
                 self._poll_bookmarks(not complete)
             case CapsQueried():

@@ -24,8 +24,6 @@ import aioxmpp
 import aioxmpp.bookmarks.xso as legacy_xso
 import aioxmpp.connector
 import aioxmpp.disco
-import aioxmpp.entitycaps.caps115 as caps115
-import aioxmpp.entitycaps.xso as caps_xso
 import aioxmpp.errors
 import aioxmpp.nonza
 import aioxmpp.ping
@@ -43,9 +41,11 @@ from minimix.core.events import PingOutcome
 from minimix.doctor import Check, RoomProbe, Status
 from minimix.password import password_source
 from minimix.xmpp import compat
-from minimix.xmpp.session import _CapsNode, ping_outcome, raw_legacy_item, raw_pep_item
+from minimix.xmpp.account import security_layer
+from minimix.xmpp.bookmarks import raw_legacy_item, raw_pep_item
+from minimix.xmpp.caps import announce_caps
+from minimix.xmpp.muc import ping_outcome
 from minimix.xmpp.xso import (
-    CAPS_NODE,
     NS_BOOKMARKS,
     NS_BOOKMARKS_COMPAT,
     NS_CAPS,
@@ -119,7 +119,7 @@ def _dns_names(cert: x509.Certificate) -> list[str]:
 def _recording_layer(
     layer: aioxmpp.security_layer.SecurityLayer, tls: _TlsRecord, sasl: _SaslRecord
 ) -> aioxmpp.security_layer.SecurityLayer:
-    """``layer`` (from :func:`compat.security_layer`: same trust, same SASL) noting what the
+    """``layer`` (from :func:`~minimix.xmpp.account.security_layer`: same trust, same SASL) noting what the
     certificate verification and the SASL negotiation saw."""
 
     assert layer.certificate_verifier_factory is aioxmpp.security_layer.PKIXCertificateVerifier
@@ -250,7 +250,7 @@ class _Doctor:
         account = self.config.account
         ca_file = account.ca_file
         layer = _recording_layer(
-            compat.security_layer(self.password, str(ca_file) if ca_file else None), self.tls, self.sasl
+            security_layer(self.password, str(ca_file) if ca_file else None), self.tls, self.sasl
         )
         peer = []
         if account.address is not None:
@@ -303,18 +303,7 @@ class _Doctor:
         # for 2 s), so the doctor goes unavailable again as soon as it can.
         self.presence.set_presence(aioxmpp.PresenceState(True), {None: "minimix doctor"}, priority=-1)
         # XEP-0115 caps of our own, as the daemon does, to see when the server has asked.
-        node = _CapsNode.clone(disco)
-        ver = caps115.hash_query(node.as_info_xso(), "sha1")
-        node.on_query = self._on_caps_query
-        disco.mount_node(f"{CAPS_NODE}#{ver}", node)
-        caps = caps_xso.Caps115(CAPS_NODE, ver, "sha-1")
-
-        def add_caps(stanza: aioxmpp.Presence) -> aioxmpp.Presence:
-            if stanza.type_ == aioxmpp.PresenceType.AVAILABLE and stanza.to is None:
-                stanza.xep0115_caps = caps
-            return stanza
-
-        client.stream.app_outbound_presence_filter.register(add_caps, 0)
+        announce_caps(client, disco, self._on_caps_query)
 
     def _on_caps_query(self, peer: aioxmpp.JID | None) -> None:
         if peer is not None and (peer.bare() == self.own or peer == self.own.replace(localpart=None)):

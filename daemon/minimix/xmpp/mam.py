@@ -1,9 +1,10 @@
-"""XEP-0313 Message Archive Management on rooms: what aioxmpp 0.13.3 lacks.
+"""XEP-0313 Message Archive Management on rooms: what aioxmpp 0.13.3 lacks, and the catch-up.
 
 The query, result and fin XSOs, an inbound filter that takes the results of our queries
 away from the rest of the daemon (checking they come from the archive we asked), and the
 catch-up: the newest messages after our cursor, paged with RSM (XEP-0059) — forwards, each
 page handed over as it comes, when the archive says they are few enough; else backwards.
+:class:`CatchUps` runs the catch-ups the core asks for and reports them as events.
 """
 
 from __future__ import annotations
@@ -17,19 +18,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import aioxmpp
+import aioxmpp.disco.xso as disco_xso
+import aioxmpp.errors
 import aioxmpp.forms
 import aioxmpp.misc
 import aioxmpp.xso as xso
 import structlog
 from aioxmpp.rsm.xso import After, Before, ResultSetMetadata
 
-from minimix.xmpp import compat
+from minimix.core.events import CatchUpDone, CatchUpPage, RoomMessage
+from minimix.xmpp import inbound
+from minimix.xmpp.compat import ArchivedStanza, RoomStanza, room_stanza_of, with_archive_id
+from minimix.xmpp.link import ROOM_QUERY_TIMEOUT_S, Link, asked, describe
 
 NS_MAM = "urn:xmpp:mam:2"
 NS_MAM_EXTENDED = "urn:xmpp:mam:2#extended"
 log = structlog.get_logger("minimix.xmpp")
 PAGE = 100
 QUERY_TIMEOUT_S = 30.0
+CATCH_UP_CONCURRENCY = 200  # room archive queries in flight at once
 
 
 @aioxmpp.IQ.as_payload_class
@@ -60,29 +67,27 @@ aioxmpp.Message.xep0313_result = xso.Child([Result])
 
 @dataclass(frozen=True, slots=True)
 class Archived:
-    """One archived message: the archive's id, the time, and the message itself (read
-    without XSOs where the archive's results are: compat 15)."""
+    """One archived groupchat message: the archive's id, the time, and the message itself
+    with the archive's id on it (compat.with_archive_id)."""
 
     id_: str
     stamp: float
-    message: aioxmpp.Message | compat.RoomStanza
+    message: RoomStanza
 
 
 class Archives:
     """Queries room archives; results reach only the query that asked for them.
 
-    ``read_raw``: results from an archive being queried are read without XSOs (compat 15,
-    an ArchivedStanza each) rather than as Message XSOs through the inbound filter."""
+    A result comes as a Message XSO through the inbound filter, or, where the stream hooks
+    name :attr:`queried` and :meth:`take` (compat.StreamHooks archives, on_archived), read
+    without XSOs by the router (an ArchivedStanza each)."""
 
-    def __init__(self, client: aioxmpp.Client, *, read_raw: bool = False) -> None:
+    def __init__(self, client: aioxmpp.Client) -> None:
         self._client = client
-        self._pending: dict[str, tuple[aioxmpp.JID, list[Result | compat.ArchivedStanza]]] = {}
-        self._queried: Counter[str] = Counter()  # archives with queries pending (compat 15)
+        self._pending: dict[str, tuple[aioxmpp.JID, list[Result | ArchivedStanza]]] = {}
+        self.queried: Counter[str] = Counter()  # archives with queries pending
         # Before minimix's own filter, which would take a room's message for room traffic.
         client.stream.app_inbound_message_filter.register(self._filter, -50)
-        if read_raw:
-            client.stream.minimix_archives = self._queried
-            client.stream.minimix_archived = self._archived
 
     def _filter(self, message: aioxmpp.Message) -> aioxmpp.Message | None:
         result = message.xep0313_result
@@ -94,7 +99,7 @@ class Archives:
         pending[1].append(result)
         return None
 
-    def _archived(self, result: compat.ArchivedStanza) -> None:
+    def take(self, result: ArchivedStanza) -> None:
         pending = self._pending.get(result.queryid or "")
         if pending is not None and result.archive == str(pending[0]):  # else not ours: dropped
             pending[1].append(result)
@@ -133,30 +138,33 @@ class Archives:
         iq = aioxmpp.IQ(type_=aioxmpp.IQType.SET, to=archive, payload=query)
         self._pending[queryid] = (archive, [])
         queried = str(archive)
-        self._queried[queried] += 1
+        self.queried[queried] += 1
         try:
             fin = await asyncio.wait_for(self._client.send(iq), QUERY_TIMEOUT_S)
             results = self._pending[queryid][1]
         finally:
             self._pending.pop(queryid, None)
-            self._queried[queried] -= 1
-            if self._queried[queried] <= 0:
-                del self._queried[queried]
-        return [a for a in map(_archived, results) if a is not None], fin
+            self.queried[queried] -= 1
+            if self.queried[queried] <= 0:
+                del self.queried[queried]
+        return [a for a in (_archived(r, queried) for r in results) if a is not None], fin
 
 
-def _archived(result: Result | compat.ArchivedStanza) -> Archived | None:
-    if isinstance(result, compat.ArchivedStanza):
+def _archived(result: Result | ArchivedStanza, archive: str) -> Archived | None:
+    """A result as an Archived, if it holds a groupchat message."""
+    if isinstance(result, ArchivedStanza):
         if result.id_ is None or result.message is None:
             return None
         return Archived(result.id_, result.stamp or 0.0, result.message)
     forwarded = result.forwarded
     message = forwarded.stanza if forwarded is not None else None
-    if not isinstance(message, aioxmpp.Message):
+    if not isinstance(message, aioxmpp.Message) or message.type_ != aioxmpp.MessageType.GROUPCHAT:
+        return None
+    if message.from_ is None:
         return None
     delay = forwarded.delay
     stamp = delay.stamp.timestamp() if delay is not None and delay.stamp is not None else 0.0
-    return Archived(result.id_, stamp, message)
+    return Archived(result.id_, stamp, with_archive_id(room_stanza_of(message, archive), result.id_))
 
 
 async def catch_up(
@@ -306,13 +314,65 @@ async def newest_id(archives: Archives, room: aioxmpp.JID) -> tuple[str, float] 
     return (page[-1].id_, page[-1].stamp) if page else None
 
 
-def add_stanza_id(message: aioxmpp.Message, room: aioxmpp.JID, id_: str) -> None:
-    """MAM gives the archive id on <result/>; a relay carries it on the message itself."""
-    if not any(s.by == room for s in message.xep0359_stanza_ids):
-        stanza_id = aioxmpp.misc.StanzaID()
-        stanza_id.id_ = id_
-        stanza_id.by = room
-        message.xep0359_stanza_ids.append(stanza_id)
+class CatchUps:
+    """The catch-ups the core asks for, each a task that reports CatchUpPage and CatchUpDone."""
+
+    def __init__(self, link: Link, archives: Archives) -> None:
+        self._link = link
+        self.archives = archives
+        self._room_features: dict[str, frozenset[str]] = {}  # disco#info of rooms, this session
+        # Archive queries in flight at once: the server answers them one at a time anyway,
+        # and a start with a thousand rooms must not hold a thousand answers in memory.
+        self._slots = asyncio.Semaphore(CATCH_UP_CONCURRENCY)
+
+    def new_session(self) -> None:
+        """A new session: rooms are asked again (one may have turned its archive on)."""
+        self._room_features.clear()
+
+    def catch_up(self, room: str, after: tuple[str, float] | None, limit: int, token: int | None = None) -> None:
+        """Fetch from the room's archive what came after ``after``; report CatchUpDone."""
+
+        async def run() -> None:
+            async with self._slots:
+                await self._catch_up(room, after, limit, token)
+
+        self._link.spawn(run(), f"catch up {room}")
+
+    async def _catch_up(self, room: str, after: tuple[str, float] | None, limit: int, token: int | None) -> None:
+        post = self._link.post
+        jid = aioxmpp.JID.fromstr(room)
+        try:
+            features = await self._features(jid)
+            if NS_MAM not in features:
+                post(CatchUpDone(room, mam=False, token=token))
+                return
+            if after is None:  # first time here: only learn where the archive ends
+                post(CatchUpDone(room, mam=True, head=await newest_id(self.archives, jid), token=token))
+                return
+            found, more, streamed = await catch_up(
+                self.archives, jid, after, limit, NS_MAM_EXTENDED in features,
+                on_page=lambda page: post(CatchUpPage(room, _messages(page), token)),
+            )
+        except (TimeoutError, aioxmpp.errors.XMPPError, ConnectionError) as exc:
+            post(CatchUpDone(room, error=describe(exc), token=token))
+            return
+        post(CatchUpDone(room, _messages(found), more, mam=True, streamed=streamed, token=token))
+
+    async def _features(self, jid: aioxmpp.JID) -> frozenset[str]:
+        key = str(jid)
+        if key not in self._room_features:
+            # Not DiscoClient.query_info: it keeps every answer (forms and all) for the
+            # session, a lot of memory with many rooms; we keep the features only.
+            client = self._link.client
+            assert client is not None
+            iq = aioxmpp.IQ(type_=aioxmpp.IQType.GET, to=jid, payload=disco_xso.InfoQuery())
+            info = await asked(client.send(iq), ROOM_QUERY_TIMEOUT_S)  # none: the catch-up fails
+            self._room_features[key] = frozenset(info.features)
+        return self._room_features[key]
 
 
-__all__ = ["Archived", "Archives", "catch_up", "newest_id", "add_stanza_id", "NS_MAM", "NS_MAM_EXTENDED"]
+def _messages(archived: list[Archived]) -> tuple[RoomMessage, ...]:
+    return tuple(inbound.archived_message(a.message, a.stamp) for a in archived)
+
+
+__all__ = ["Archived", "Archives", "CatchUps", "catch_up", "newest_id", "NS_MAM", "NS_MAM_EXTENDED"]

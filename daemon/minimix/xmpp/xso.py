@@ -24,6 +24,8 @@ import aioxmpp.xso.model as xso_model
 import lxml.etree
 import lxml.sax
 
+from minimix.xmpp.compat import NS_SEPARATOR, WrittenAsText
+
 NS_BOOKMARKS = "urn:xmpp:bookmarks:1"
 NS_BOOKMARKS_COMPAT = "urn:xmpp:bookmarks:1#compat"
 NS_LEGACY_BOOKMARKS = "storage:bookmarks"
@@ -184,7 +186,7 @@ def clipped(text: str, max_bytes: int) -> str:
 def well_formed(xml: str) -> bool:
     """Whether ``xml`` is one well-formed element, namespaces and all, as expat (and so
     Prosody) reads it."""
-    parser = pyexpat.ParserCreate("utf-8", "\x01")  # the separator of compat 18
+    parser = pyexpat.ParserCreate("utf-8", NS_SEPARATOR)  # (a namespace may hold a space)
     try:
         parser.Parse(xml.encode(), True)
     except (pyexpat.ExpatError, UnicodeEncodeError):  # (a lone surrogate: not even UTF-8)
@@ -196,10 +198,10 @@ def _escaped_bytes(text: str) -> int:
     return len(escape(text).encode())
 
 
-class ClientMessage(aioxmpp.stanza.StanzaBase):
+class ClientMessage(aioxmpp.stanza.StanzaBase, WrittenAsText):
     """A chat message to one of the user's own clients (a relay, a command's answer), its
     payload already written as text and the whole stanza written as text too, straight into
-    the stream's XML writer (the forwarded original is the text it arrived as: compat 11).
+    the stream's XML writer (the forwarded original is the text it arrived as).
 
     As an ``aioxmpp.Message`` each relay was validated when enqueued and serialised when
     sent by walking every descriptor the loaded modules register on Message (two dozen):
@@ -227,10 +229,6 @@ class ClientMessage(aioxmpp.stanza.StanzaBase):
             + self.payload
             + b"</message>"
         )
-
-    def minimix_wire(self) -> bytes:
-        """As written into the stream (compat 16 writes it to the transport as it is)."""
-        return self.wire()
 
     def xso_serialise_to_sax(self, dest) -> None:
         if isinstance(dest, aioxmpp.xml.XMPPXMLGenerator):  # in the stream: jabber:client
