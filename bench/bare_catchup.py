@@ -1,12 +1,12 @@
 """The catch-up floor: a bare aioxmpp client that fetches the same MAM pages as the daemon.
 
-Connect (STARTTLS verified against --ca-file, minimix's aioxmpp compat patches, TCP_NODELAY),
+Connect (STARTTLS verified against --ca-file, minimix's aioxmpp compat fixes, TCP_NODELAY),
 then for every room of CURSORS_FILE at once fetch what came after the room's cursor:
 `minimix.xmpp.mam.catch_up` with the daemon's own limit and page size, i.e. the same
 `urn:xmpp:mam:2` queries (the archive's count since the cursor, then RSM pages of
 <max>100</max> forwards from the cursor when that count is within the limit, else
 backwards from the end with after-id) and the parsing of the results with aioxmpp's XSOs, as any aioxmpp
-client (--read-raw: as the daemon reads them, compat 15). No room is joined and
+client (--read-raw: as the daemon reads them, without XSOs: the compat fast path's router). No room is joined and
 nothing is stored or relayed. Then stay connected until SIGTERM/SIGINT (so that the bench
 can read the process's CPU time) and close the stream.
 
@@ -30,8 +30,9 @@ import aioxmpp.connector
 
 
 async def main(args: argparse.Namespace) -> int:
-    import minimix.xmpp  # noqa: F401  (applies every compat patch)
+    import minimix.xmpp  # noqa: F401  (applies every compat fix and fast path)
     from minimix.xmpp import compat, mam
+    from minimix.xmpp.account import security_layer
 
     rooms = []
     with open(args.cursors_file) as f:
@@ -41,10 +42,12 @@ async def main(args: argparse.Namespace) -> int:
                 rooms.append((aioxmpp.JID.fromstr(parts[0]), (parts[1], float(parts[2]))))
     client = aioxmpp.Client(
         aioxmpp.JID.fromstr(args.jid),
-        compat.security_layer(args.password, args.ca_file),
+        security_layer(args.password, args.ca_file),
         override_peer=[(args.host, args.port, aioxmpp.connector.STARTTLSConnector())],
     )
-    archives = mam.Archives(client, read_raw=args.read_raw)
+    archives = mam.Archives(client)
+    if args.read_raw:  # the router reads the results of the archives being queried
+        compat.set_hooks(client.stream, compat.StreamHooks(archives=archives.queried, on_archived=archives.take))
     total = more_total = errors = 0
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -96,7 +99,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cursors-file", required=True, help="ROOM AFTER_ID AFTER_STAMP per line")
     p.add_argument("--limit", type=int, default=500, help="messages per room at most (catchup_max)")
     p.add_argument("--read-raw", action="store_true",
-                   help="read the results as the daemon does (compat 15), not with aioxmpp's XSOs")
+                   help="read the results as the daemon does (the router), not with aioxmpp's XSOs")
     return p.parse_args(argv)
 
 

@@ -1,8 +1,8 @@
 """The floor: a bare aioxmpp client that joins the same rooms as the daemon, with no logic.
 
-Connect (STARTTLS, verified against ca_file, with minimix's aioxmpp compat patches: without
+Connect (STARTTLS, verified against ca_file, with minimix's aioxmpp compat fixes: without
 them TLS verification cannot work with today's pyOpenSSL; --patches tls applies only that
-one, --patches all, the default, every patch `import minimix.xmpp` applies), join every room listed in
+one, --patches all, the default, every fix and fast path `import minimix.xmpp` applies), join every room listed in
 ROOMS_FILE through aioxmpp.MUCClient with at most --concurrency joins in flight and
 History(maxstanzas=0), then stay connected until SIGTERM/SIGINT and close the stream.
 This follows /work/shared/reference/perf-floors (semaphore 50, TCP_NODELAY).
@@ -25,6 +25,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from types import ModuleType, SimpleNamespace
 
 import aioxmpp
 import aioxmpp.connector
@@ -35,22 +36,27 @@ import aioxmpp.security_layer
 from bare_catchup import connection_args  # same directory; imports nothing more
 
 
-def load_compat(patches: str):
-    """minimix.xmpp.compat, with every patch applied ("all") or only the TLS hostname check
-    ("tls": the module is loaded from its file, so minimix.xmpp's apply() never runs)."""
+def load_compat(patches: str) -> SimpleNamespace:
+    """What a bare client needs of minimix's edge (security_layer, set_nodelay), with every
+    fix and fast path applied ("all") or only the TLS hostname check ("tls": its modules are
+    loaded from their files, so minimix.xmpp's compat.apply() never runs)."""
     if patches == "all":
-        import minimix.xmpp  # noqa: F401  (applies every patch)
-        from minimix.xmpp import compat
+        import minimix.xmpp  # noqa: F401  (applies every fix and fast path)
+        from minimix.xmpp import account, compat
 
-        return compat
+        return SimpleNamespace(security_layer=account.security_layer, set_nodelay=compat.set_nodelay)
     import minimix
 
-    path = Path(minimix.__file__).parent / "xmpp" / "compat.py"
-    spec = importlib.util.spec_from_file_location("bench_compat", path)
-    compat = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(compat)
-    aioxmpp.security_layer.check_x509_hostname = compat.check_x509_hostname
-    return compat
+    def load(relative: str) -> ModuleType:
+        path = Path(minimix.__file__).parent / "xmpp" / relative
+        spec = importlib.util.spec_from_file_location(f"bench_{path.stem}", path)
+        module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # (dataclasses look it up)
+        spec.loader.exec_module(module)
+        return module
+
+    load("compat/fixes/tls_hostname.py").apply()
+    return SimpleNamespace(security_layer=load("account.py").security_layer,
+                           set_nodelay=load("compat/fixes/tcp_nodelay.py").set_nodelay)
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -139,7 +145,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--patches",
         choices=("all", "tls"),
         default="all",
-        help="minimix's aioxmpp compat patches to apply (default all)",
+        help="minimix's aioxmpp compat fixes to apply (default all)",
     )
     return p.parse_args(argv)
 

@@ -469,7 +469,7 @@ class CatchupBench:
             raw = med["bare-raw"]
             lines.append(
                 f"catchup_bare_raw_s: {f(raw['done_s'])} s (--raw-floor: the bare client reading the results as "
-                f"the daemon does, compat 15; runs {vals('bare-raw', 'done_s')}; CPU {f(raw['cpu_done_s'])} s; "
+                f"the daemon does, without XSOs; runs {vals('bare-raw', 'done_s')}; CPU {f(raw['cpu_done_s'])} s; "
                 f"minimix / it: {f(ratio(dmn['done_s'], raw['done_s']))} x)"
             )
         if med["duplicates"] or med["other_relays"]:

@@ -9,7 +9,16 @@ import aioxmpp.nonza
 import aioxmpp.protocol
 import aioxmpp.stream
 
-from compat.streams import FAST, ROOM, STREAM_HEADER, as_sent, hooked_stream, open_tls_transport, queued_stream, sm_stream
+from compat.streams import (
+    FAST,
+    ROOM,
+    STREAM_HEADER,
+    as_sent,
+    hooked_stream,
+    open_tls_transport,
+    queued_stream,
+    sm_stream,
+)
 from minimix.xmpp import compat
 from minimix.xmpp.compat.fastpath import incoming
 
