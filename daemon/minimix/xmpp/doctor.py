@@ -12,14 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
-import aiosasl
 import aioxmpp
 import aioxmpp.bookmarks.xso as legacy_xso
 import aioxmpp.connector
@@ -31,8 +27,6 @@ import aioxmpp.private_xml
 import aioxmpp.pubsub.xso as pubsub_xso
 import aioxmpp.security_layer
 import aioxmpp.xso as xso
-import OpenSSL.SSL
-from cryptography import x509
 
 from minimix import doctor as verdict
 from minimix.config import Config
@@ -44,6 +38,15 @@ from minimix.xmpp import compat
 from minimix.xmpp.account import security_layer
 from minimix.xmpp.bookmarks import raw_legacy_item, raw_pep_item
 from minimix.xmpp.caps import announce_caps
+from minimix.xmpp.doctor_connect import (
+    Outcome,
+    SaslRecord,
+    TlsRecord,
+    describe,
+    not_connected,
+    recording_layer,
+    tls_ok,
+)
 from minimix.xmpp.muc import ping_outcome
 from minimix.xmpp.xso import (
     NS_BOOKMARKS,
@@ -72,107 +75,6 @@ class Probe(xso.XSO):
     TAG = (NS_DOCTOR, "probe")
 
 
-@dataclass
-class Outcome:
-    checks: list[Check]
-    login_refused: bool = False
-
-
-# -- recording what the security layer saw ------------------------------------------------------
-
-
-@dataclass
-class _TlsRecord:
-    errors: list[tuple[int, int, str]] = field(default_factory=list)  # (X509 error, depth, text)
-    mismatch_names: list[str] | None = None  # names of a certificate not naming the host
-    leaf: x509.Certificate | None = None
-    done: bool = False
-    version: str | None = None
-    cipher: str | None = None
-    chain: list[x509.Certificate] = field(default_factory=list)
-    peer: str | None = None
-
-
-@dataclass
-class _SaslRecord:
-    offered: list[str] = field(default_factory=list)
-    mechanism: str | None = None
-
-
-def _x509_error_text(code: int) -> str:
-    try:
-        from OpenSSL._util import ffi, lib  # the only way to OpenSSL's text for the code
-
-        return ffi.string(lib.X509_verify_cert_error_string(code)).decode()
-    except Exception:
-        return f"X509 error {code}"
-
-
-def _dns_names(cert: x509.Certificate) -> list[str]:
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except x509.ExtensionNotFound:
-        return [str(a.value) for a in cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)]
-    return san.value.get_values_for_type(x509.DNSName)
-
-
-def _recording_layer(
-    layer: aioxmpp.security_layer.SecurityLayer, tls: _TlsRecord, sasl: _SaslRecord
-) -> aioxmpp.security_layer.SecurityLayer:
-    """``layer`` (from :func:`~minimix.xmpp.account.security_layer`: same trust, same SASL) noting what the
-    certificate verification and the SASL negotiation saw."""
-
-    assert layer.certificate_verifier_factory is aioxmpp.security_layer.PKIXCertificateVerifier
-
-    class Verifier(aioxmpp.security_layer.PKIXCertificateVerifier):
-        def verify_callback(self, conn: Any, cert: Any, errno: int, depth: int, ok: int) -> bool:
-            result = super().verify_callback(conn, cert, errno, depth, ok)
-            if depth == 0:
-                tls.leaf = cert.to_cryptography()
-            if not ok:
-                tls.errors.append((errno, depth, _x509_error_text(errno)))
-            elif not result and depth == 0:  # passed OpenSSL, failed the hostname check
-                tls.mismatch_names = _dns_names(cert.to_cryptography())
-            return result
-
-        async def post_handshake(self, transport: Any) -> None:
-            await super().post_handshake(transport)
-            conn: OpenSSL.SSL.Connection = transport.get_extra_info("ssl_object")
-            tls.done = True
-            tls.version = conn.get_protocol_version_name()
-            tls.cipher = conn.get_cipher_name()
-            tls.chain = conn.get_verified_chain(as_cryptography=True) or []
-            peer = transport.get_extra_info("peername")
-            if peer:
-                tls.peer = f"[{peer[0]}]:{peer[1]}" if ":" in peer[0] else f"{peer[0]}:{peer[1]}"
-
-    (provider,) = layer.sasl_providers
-    execute, execute_mechanism = provider.execute, provider._execute
-
-    async def recording_execute(client_jid: Any, features: Any, xmlstream: Any, tls_transport: Any) -> Any:
-        with contextlib.suppress(KeyError):
-            sasl.offered = list(features[aioxmpp.security_layer.SASLMechanisms].get_mechanism_list())
-        return await execute(client_jid, features, xmlstream, tls_transport)
-
-    async def recording_mechanism(intf: Any, mechanism: Any, token: Any) -> Any:
-        sasl.mechanism = token[0] if isinstance(token, tuple) else str(token)  # SCRAM: (name, hash)
-        return await execute_mechanism(intf, mechanism, token)
-
-    provider.execute, provider._execute = recording_execute, recording_mechanism
-    return layer._replace(certificate_verifier_factory=Verifier)
-
-
-def _anchor(chain: Sequence[x509.Certificate], ca_file: Path | None) -> str:
-    """Which trust anchor verified the chain: a certificate of ca_file, or the system's."""
-    if chain and ca_file is not None:
-        with contextlib.suppress(OSError, ValueError):
-            ours = x509.load_pem_x509_certificates(ca_file.read_bytes())
-            if any(cert in ours for cert in chain):
-                return f"ca_file {ca_file}"
-    root = chain[-1].subject.rfc4514_string() if chain else "?"
-    return f"system trust store ({root})"
-
-
 async def _settled(task: Awaitable[T], fallback: Callable[[str], Any]) -> Any:
     """The task's result, or ``fallback(why)`` if it failed (a lost connection, no answer)."""
     try:
@@ -186,23 +88,12 @@ def _why(exc: BaseException) -> str:
         return "no answer in time"
     if isinstance(exc, aioxmpp.errors.XMPPError):
         return _condition(exc)
-    return _describe(exc)
+    return describe(exc)
 
 
 def _condition(exc: aioxmpp.errors.XMPPError) -> str:
     value = exc.condition.value
     return value[1] if isinstance(value, tuple) else str(exc.condition)
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, aioxmpp.errors.MultiOSError) and getattr(exc, "exceptions", None):
-        return "; ".join(dict.fromkeys(_describe(e) for e in exc.exceptions))
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, TimeoutError):
-        return str(exc) or "timed out"
-    text = str(exc) or type(exc).__name__
-    return text if type(exc).__name__ in text else f"{type(exc).__name__}: {text}"
 
 
 # -- the run --------------------------------------------------------------------------------------
@@ -220,8 +111,8 @@ class _Doctor:
         self.own = aioxmpp.JID.fromstr(account.jid)
         self.jid = self.own.replace(resource=account.resource + RESOURCE_SUFFIX)
         self.node = f"{NS_DOCTOR}:{secrets.token_hex(6)}"  # the scratch node
-        self.tls = _TlsRecord()
-        self.sasl = _SaslRecord()
+        self.tls = TlsRecord()
+        self.sasl = SaslRecord()
         self.deadline = 0.0
         self.caps_queried = asyncio.Event()
         self.published: dict[str, asyncio.Future[None]] = {}
@@ -249,7 +140,7 @@ class _Doctor:
         self.deadline = loop.time() + BUDGET_S
         account = self.config.account
         ca_file = account.ca_file
-        layer = _recording_layer(
+        layer = recording_layer(
             security_layer(self.password, str(ca_file) if ca_file else None), self.tls, self.sasl
         )
         peer = []
@@ -281,7 +172,7 @@ class _Doctor:
             except TimeoutError:
                 error = TimeoutError(f"no session within {CONNECT_TIMEOUT_S:g} s")
             if error is not None:
-                return self._not_connected(error)
+                return not_connected(error, self.tls, self.sasl, self.config, self.server)
             return Outcome(self._connected_checks() + await self._session_checks())
         finally:
             await self._stop(client)
@@ -330,65 +221,6 @@ class _Doctor:
         for future in (stopped, failed):
             future.cancel()
 
-    # -- the connection did not come up ----------------------------------------------
-
-    def _not_connected(self, error: BaseException) -> Outcome:
-        tls, account = self.tls, self.config.account
-        hostname = self.own.domain
-        source = password_source(self.config)
-        tls_trouble = bool(tls.errors or tls.mismatch_names is not None) or isinstance(
-            error,
-            aioxmpp.errors.TLSFailure
-            | aioxmpp.errors.TLSUnavailable
-            | OpenSSL.SSL.Error
-            | asyncio.InvalidStateError,
-        )
-        rest = [n for n in verdict.NETWORK_CHECKS if n not in ("connection", "tls", "login")]
-        if isinstance(error, compat.FatalLoginError):
-            checks = [
-                verdict.judge_connection(tls.peer or self.server, None),
-                self._tls_ok(),
-                verdict.judge_login(self.sasl.mechanism, self.sasl.offered, True, source),
-            ]
-            return Outcome(checks + verdict.skipped(rest, "the login failed"), login_refused=True)
-        if tls_trouble and not tls.done:
-            issuer = tls.leaf.issuer.rfc4514_string() if tls.leaf is not None else None
-            checks = [
-                verdict.judge_connection(self.server, None),
-                verdict.judge_tls_failure(
-                    hostname=hostname,
-                    errors=tls.errors,
-                    mismatch_names=tls.mismatch_names,
-                    issuer=issuer,
-                    ca_file=account.ca_file,
-                    error=_describe(error),
-                ),
-            ]
-            return Outcome(checks + verdict.skipped(["login", *rest], "no TLS connection"))
-        if isinstance(error, aiosasl.SASLError) or (tls.done and isinstance(error, TimeoutError)):
-            checks = [
-                verdict.judge_connection(tls.peer or self.server, None),
-                self._tls_ok(),
-                Check("login", Status.FAIL, f"login failed: {_describe(error)}",
-                      f"check account.jid and the password (from {source})"),
-            ]
-            return Outcome(checks + verdict.skipped(rest, "the login failed"))
-        checks = [verdict.judge_connection(self.server, _describe(error))]
-        return Outcome(checks + verdict.skipped(["tls", "login", *rest], "no connection"))
-
-    def _tls_ok(self) -> Check:
-        tls = self.tls
-        if not tls.done:
-            return Check("tls", Status.SKIP, "skipped: no TLS handshake")
-        return verdict.judge_tls_ok(
-            version=tls.version,
-            cipher=tls.cipher,
-            hostname=self.own.domain,
-            anchor=_anchor(tls.chain, self.config.account.ca_file),
-            not_after=tls.leaf.not_valid_after_utc if tls.leaf is not None else None,
-            now=dt.datetime.now(dt.UTC),
-        )
-
     # -- connected ---------------------------------------------------------------------
 
     def _connected_checks(self) -> list[Check]:
@@ -403,7 +235,7 @@ class _Doctor:
         enabled = stream.sm_enabled
         return [
             verdict.judge_connection(self.tls.peer or self.server, None),
-            self._tls_ok(),
+            tls_ok(self.tls, self.own.domain, self.config.account.ca_file),
             verdict.judge_login(self.sasl.mechanism, self.sasl.offered, False, password_source(self.config)),
             verdict.judge_stream_management(
                 sm_offered,
@@ -539,7 +371,7 @@ class _Doctor:
         except aioxmpp.errors.XMPPError as exc:
             return _condition(exc), frozenset(), frozenset()
         except (ConnectionError, aioxmpp.errors.ErroneousStanza) as exc:
-            return _describe(exc), frozenset(), frozenset()
+            return describe(exc), frozenset(), frozenset()
         identities = frozenset(f"{i.category}/{i.type_}" for i in info.identities)
         return None, identities, frozenset(info.features)
 
@@ -555,7 +387,7 @@ class _Doctor:
             joined = None if outcome is PingOutcome.UNDECIDED else outcome is not PingOutcome.GONE
             return condition, joined
         except (ConnectionError, aioxmpp.errors.ErroneousStanza) as exc:
-            return _describe(exc), None
+            return describe(exc), None
         return "result", True
 
     async def _node_config(self) -> tuple[dict[str, list[str]] | None, str | None]:
@@ -654,5 +486,5 @@ class _Doctor:
                 return None
             return _condition(exc)
         except (TimeoutError, ConnectionError) as exc:
-            return _describe(exc)
+            return describe(exc)
         return None
