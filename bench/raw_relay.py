@@ -4,7 +4,7 @@ A process logged in as another resource of the daemon's account (stdlib asyncio 
 STARTTLS verified against --ca-file, SASL PLAIN, TCP_NODELAY; with --sm, XEP-0198 enabled
 and every <r/> answered at once, in the same write as the relay, as the daemon does). It
 joins --room and, for every groupchat message from it with a body, sends --to the relay
-minimix sends (`minimix.xmpp.session.RELAY_HINTS`: type=chat, the fallback body, the
+minimix sends (`minimix.xmpp.delivery.RELAY_HINTS`: type=chat, the fallback body, the
 receipt request, the hints, the original forwarded whole with a <delay/>), nothing else.
 
 It has no XML parser: it cuts the top-level elements out of what Prosody writes by their
@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from xml.sax.saxutils import escape, quoteattr
 
 from bare_catchup import connection_args  # same directory; imports nothing more
-from minimix.xmpp.session import RELAY_HINTS
+from minimix.xmpp.delivery import RELAY_HINTS
 
 STREAM = (
     "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
