@@ -26,7 +26,7 @@ from pathlib import Path
 
 from minimix import status
 from minimix.config import default_state_dir
-from minimix.core.ledger import InFlight, Logged
+from minimix.core.ledger_records import InFlight, Logged
 from minimix.store import JOURNAL_MAX, AckMark, Store
 
 CLIENTS = ("phone", "laptop", "tablet")
