@@ -1,6 +1,10 @@
-"""The timer multiplexer: one apscheduler job, always at the earliest live deadline."""
+"""The timer multiplexer: one apscheduler job, always at the earliest live deadline; and the
+app's named jobs."""
 
-from minimix.timers import JOB_ID, Timers
+import asyncio
+import time
+
+from minimix.timers import JOB_ID, Jobs, Timers
 
 
 class FakeScheduler:
@@ -45,3 +49,27 @@ def test_rearm_replaces_the_deadline():
     timers.arm("k", 5.0, "second")
     assert timers.due(6.0) == ["second"]
     assert timers.due(20.0) == []
+
+
+def test_jobs_post_their_events_and_are_cancelled_by_name():
+    async def main() -> list[object]:
+        posted: list[object] = []
+        jobs = Jobs(asyncio.get_running_loop(), posted.append)
+        jobs.start()
+        try:
+            jobs.once("once", 0.0, "once")
+            jobs.every("tick", 0.02, "tick", now=True)
+            assert "tick" in jobs
+            deadline = time.monotonic() + 20
+            while not ("once" in posted and posted.count("tick") >= 2):
+                assert time.monotonic() < deadline, posted
+                await asyncio.sleep(0.01)
+            jobs.cancel("tick")
+            jobs.cancel("tick")  # a job already gone: nothing to do
+            assert "tick" not in jobs and "once" not in jobs  # a date job is gone once it ran
+        finally:
+            jobs.shutdown()
+        return posted
+
+    posted = asyncio.run(main())
+    assert posted.count("once") == 1

@@ -1,4 +1,5 @@
-"""The core's timers, multiplexed onto one apscheduler job.
+"""The app's clock: apscheduler jobs that only post events (:class:`Jobs`), and the core's
+timers, multiplexed onto one of them (:class:`Timers`).
 
 The core arms and disarms thousands of timers (a join timeout and a self-ping per room); one
 apscheduler job per timer costs a scheduler wake-up per change.  Here every deadline lives in
@@ -15,6 +16,8 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 JOB_ID = "core-timers"
 
@@ -76,3 +79,43 @@ class Timers:
             replace_existing=True,
             misfire_grace_time=None,
         )
+
+
+class Jobs:
+    """apscheduler for the app: every job posts its event to the app's queue, nothing more
+    (the app's one task handles it).  Jobs are named; adding a name again replaces it."""
+
+    def __init__(self, loop: Any, post: Callable[[object], None]) -> None:
+        self._post = post
+        self._scheduler = AsyncIOScheduler(event_loop=loop, timezone=dt.UTC)
+        self.timers = Timers(self._scheduler, self._post_async)
+
+    async def _post_async(self, event: object) -> None:
+        # apscheduler runs plain functions in a thread pool; coroutines run in the loop.
+        self._post(event)
+
+    def start(self) -> None:
+        self._scheduler.start()
+
+    def shutdown(self) -> None:
+        self._scheduler.shutdown(wait=False)
+
+    def every(self, job_id: str, seconds: float, event: object, *, jitter: float | None = None,
+              now: bool = False) -> None:
+        """Post `event` every `seconds` (± `jitter`), the first time now if `now`."""
+        extra = {"next_run_time": dt.datetime.now(dt.UTC)} if now else {}
+        self._scheduler.add_job(self._post_async, "interval", seconds=seconds, jitter=jitter, args=[event],
+                                id=job_id, replace_existing=True, **extra)
+
+    def once(self, job_id: str, delay: float, event: object) -> None:
+        """Post `event` once, `delay` seconds from now (however late the loop gets to it)."""
+        self._scheduler.add_job(self._post_async, "date", args=[event], id=job_id, replace_existing=True,
+                                run_date=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay),
+                                misfire_grace_time=None)
+
+    def __contains__(self, job_id: str) -> bool:
+        return self._scheduler.get_job(job_id) is not None
+
+    def cancel(self, job_id: str) -> None:
+        if self._scheduler.get_job(job_id) is not None:
+            self._scheduler.remove_job(job_id)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import datetime as dt
 import os
 import random
 import signal
@@ -20,7 +19,6 @@ import sqlite3
 import time
 
 import structlog
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from minimix import logging as minimix_logging
 from minimix import statedir
@@ -49,7 +47,7 @@ from minimix.core.room import RoomState
 from minimix.sdnotify import Notifier
 from minimix.store import ACK_MARK_FILENAME, AckMark, Store, StoreError, store_error
 from minimix.store import FILENAME as STORE_FILENAME
-from minimix.timers import Timers, TimersDue
+from minimix.timers import Jobs, TimersDue
 from minimix.xmpp.account import Account
 from minimix.xmpp.bookmarks import address_check
 from minimix.xmpp.events import (
@@ -136,7 +134,7 @@ class App:
         self.queue: asyncio.Queue[object] = asyncio.Queue()
         self.session: Session | None = None
         self.effects: Effects | None = None
-        self.scheduler: AsyncIOScheduler | None = None
+        self.jobs: Jobs | None = None
         self.exit_code: int | None = None
         self.stopping = False
         self._snapshot_pending = False
@@ -168,10 +166,6 @@ class App:
         if self.stopping or self.exit_code is not None:
             self.post(Wake())  # the loop's task decides what now
 
-    async def _post_async(self, event: object) -> None:
-        # apscheduler runs plain functions in a thread pool; coroutines run in the loop.
-        self.post(event)
-
     def _reconnect_delay(self, attempt: int) -> float:
         return backoff_delay(attempt, base=1.0, cap=self.config.rooms.reconnect_max_delay_s, jitter=0.5, rng=self.rng)
 
@@ -192,13 +186,12 @@ class App:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.post, Shutdown(sig.name))
         loop.add_signal_handler(signal.SIGHUP, self.post, Reload())
-        self.scheduler = scheduler = AsyncIOScheduler(event_loop=loop, timezone=dt.UTC)
-        scheduler.start()
+        self.jobs = jobs = Jobs(loop, self.post)
+        jobs.start()
         resync = self.config.bookmarks.resync_interval_s
-        scheduler.add_job(self._post_async, "interval", seconds=resync, jitter=resync / 10,
-                          args=[ResyncDue("periodic")], id="bookmark-resync")
+        jobs.every("bookmark-resync", resync, ResyncDue("periodic"), jitter=resync / 10)
         if (interval := self.notifier.watchdog_interval()) is not None:
-            scheduler.add_job(self._post_async, "interval", seconds=interval, args=[WatchdogDue()], id="watchdog")
+            jobs.every("watchdog", interval, WatchdogDue())
         self.session = Session(
             self.account,
             self.post,
@@ -207,10 +200,9 @@ class App:
             ack_mark=self.ack_mark.write if self.ack_mark is not None else None,
             on_received=self.handle_now,
         )
-        self.effects = Effects(self.session, self.store, Timers(scheduler, self._post_async), self._feed)
+        self.effects = Effects(self.session, self.store, jobs.timers, self._feed)
         # At start too: a daemon restarted within the hour would never prune.
-        scheduler.add_job(self._post_async, "interval", seconds=PRUNE_INTERVAL_S, args=[PruneDue()], id="prune",
-                          next_run_time=dt.datetime.now(dt.UTC))
+        jobs.every("prune", PRUNE_INTERVAL_S, PruneDue(), now=True)
         log.info("starting", jid=self.account.address, server=self.account.server)
         try:
             await self._restore()
@@ -222,7 +214,7 @@ class App:
         try:
             await self._loop()
         finally:
-            scheduler.shutdown(wait=False)
+            jobs.shutdown()
             await self.session.stop()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
@@ -375,7 +367,7 @@ class App:
         self.status.update(stopping=self.stopping)
         if any(not isinstance(e, QUIET_EVENTS) for e in events) and not self._snapshot_pending:
             self._snapshot_pending = True
-            self._schedule_once("status-snapshot", SNAPSHOT_DELAY_S, SnapshotDue())
+            self.jobs.once("status-snapshot", SNAPSHOT_DELAY_S, SnapshotDue())
 
     def _feed(self, event: object) -> None:
         """An event for the core now, its actions carried out at once (same batch)."""
@@ -416,7 +408,7 @@ class App:
             case BookmarkPush(complete):
                 self._poll_bookmarks(not complete)
             case CapsQueried():
-                self._schedule_once("caps-refetch", CAPS_REFETCH_DELAY_S, ResyncDue("caps queried"))
+                self.jobs.once("caps-refetch", CAPS_REFETCH_DELAY_S, ResyncDue("caps queried"))
             case WatchdogDue():
                 self.notifier.watchdog()
             case TimersDue():
@@ -462,28 +454,13 @@ class App:
         sessions, doubles every publish notification, and does nothing for the legacy
         private-XML store, which has no notifications at all.
         """
-        assert self.scheduler is not None
-        job = self.scheduler.get_job("bookmark-poll")
-        if on and job is None:
+        assert self.jobs is not None
+        if on and "bookmark-poll" not in self.jobs:
             interval = float(self.config.bookmarks.poll_interval_s)
             log.info("server does not push every bookmark change: polling", interval_s=interval)
-            self.scheduler.add_job(
-                self._post_async, "interval", seconds=interval, args=[ResyncDue("poll")], id="bookmark-poll"
-            )
-        elif not on and job is not None:
-            job.remove()
-
-    def _schedule_once(self, job_id: str, delay: float, event: object) -> None:
-        assert self.scheduler is not None
-        self.scheduler.add_job(
-            self._post_async,
-            "date",
-            run_date=dt.datetime.fromtimestamp(time.time() + delay, dt.UTC),
-            args=[event],
-            id=job_id,
-            replace_existing=True,
-            misfire_grace_time=None,
-        )
+            self.jobs.every("bookmark-poll", interval, ResyncDue("poll"))
+        elif not on:
+            self.jobs.cancel("bookmark-poll")
 
     def _reload(self) -> None:
         self.notifier.reloading()
