@@ -46,8 +46,27 @@ def app(tmp_path: Path) -> App:
     app.store = app.session = Recorder()  # type: ignore[assignment]
     app.effects = Effects(app.session, app.store, None, app._feed)  # type: ignore[arg-type]
     app.notifier.watchdog = lambda: app.store.log.append("watchdog")  # type: ignore[union-attr]
-    app._schedule_once = lambda *args: None  # type: ignore[method-assign]
+    app.jobs = NoJobs()  # type: ignore[assignment]
     return app
+
+
+class NoJobs:
+    """The app's apscheduler jobs (timers.Jobs), never run: what was asked of them."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple] = []
+
+    def once(self, job_id: str, delay: float, event: object) -> None:
+        self.asked.append(("once", job_id, event))
+
+    def every(self, job_id: str, seconds: float, event: object, **options) -> None:
+        self.asked.append(("every", job_id, event))
+
+    def cancel(self, job_id: str) -> None:
+        self.asked.append(("cancel", job_id))
+
+    def __contains__(self, job_id: str) -> bool:
+        return False
 
 
 def test_what_is_queued_is_handled_at_once_when_the_loop_is_idle(app):
