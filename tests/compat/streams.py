@@ -200,6 +200,7 @@ def queued_stream(locked: bool = False):
     """A stanza stream, running, with one stanza queued for sending."""
     stream = aioxmpp.stream.StanzaStream(aioxmpp.JID.fromstr("me@example.org"))
     stream._xmlstream = xmlstream = mock.Mock()
+    xmlstream.state = aioxmpp.protocol.State.OPEN
     stream._task = mock.Mock()
     stream._task.done.return_value = False
     token = aioxmpp.stream.StanzaToken(aioxmpp.Message(type_=aioxmpp.MessageType.CHAT, to=aioxmpp.JID.fromstr("a@b/c")))

@@ -32,10 +32,11 @@ from minimix.xmpp.compat.fixes import (
     empty_lang,
     legacy_bookmarks,
     log_content,
+    lost_connection,
     namespace_separator,
     presence_priority,
     reparse_deferral,
-    silent_close,
+    send_after_loss,
     sm_failed,
     stanza_guard,
     tls_hostname,
@@ -51,8 +52,8 @@ from minimix.xmpp.compat.fixes.tcp_nodelay import set_nodelay
 # incoming takes what the router read at once, guards each stanza as stanza_guard does, and
 # replaces its _process_incoming; writes corks the _process_outgoing of ack_stall.
 FIXES = (
-    tls_hostname, presence_priority, silent_close, log_content, legacy_bookmarks, ack_stall, sm_failed,
-    stanza_guard, namespace_separator, reparse_deferral, unreadable_child, empty_lang, disco_cancelled,
+    tls_hostname, presence_priority, lost_connection, send_after_loss, log_content, legacy_bookmarks, ack_stall,
+    sm_failed, stanza_guard, namespace_separator, reparse_deferral, unreadable_child, empty_lang, disco_cancelled,
 )
 FAST_PATHS = (memo, kept_text, router, incoming, writes, timers)
 _applied = False
