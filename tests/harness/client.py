@@ -377,7 +377,7 @@ class TestClient:
 
     def wait_caps_queried(self, timeout: float | None = None):
         """Wait until the server asked for our entity caps (disco#info): only then does it
-        send +notify PEP events to us (XEP-0163 §4.3: the server learns our +notify features
+        send +notify PEP events to us (XEP-0163: the server learns our +notify features
         from our caps). Returns the query. A ping round trip
         afterwards makes sure our answer was processed before the test goes on."""
 
