@@ -176,3 +176,21 @@ def test_prosodys_count_since_the_cursor_picks_the_paging(server, limit, forward
     else:
         assert streamed == 0 and pages == []
         assert got == said[-limit:] and more == max(0, len(said) - limit)
+
+
+def test_a_catch_up_that_fails_for_a_reason_of_its_own_still_reports_its_end():
+    """Whatever ends a catch-up, the core hears of it (CatchUpDone with the error: its gap is
+    asked again), and a fault of ours still fails the task, which logs it."""
+    from minimix.core.events import CatchUpDone
+
+    posted: list[object] = []
+    link = SimpleNamespace(post=posted.append)
+    catchups = mam.CatchUps(link, archives=None)
+
+    async def broken(jid):
+        raise RuntimeError("a fault of ours")
+
+    catchups._features = broken
+    with pytest.raises(RuntimeError):
+        asyncio.run(catchups._catch_up("room@muc.example.org", ("id", 0.0), 10, 7))
+    assert posted == [CatchUpDone("room@muc.example.org", error="RuntimeError: a fault of ours", token=7)]
